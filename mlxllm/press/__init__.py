@@ -1,0 +1,1 @@
+"""The book toolchain: read, export, execute, render, pdf (hand-written)."""

@@ -1,0 +1,192 @@
+"""Run one chapter in this process and write it as an executed notebook.
+
+    python -m mlxllm.press.kernel book/01_map.py out.ipynb
+
+Cells run in order in one namespace, compiled with the chapter's file name and line
+numbers, so a traceback points into the chapter. Each cell's stdout and stderr, the
+value of its last expression and the matplotlib figures it leaves open are stored as
+notebook outputs; `{{ expr }}` in prose is evaluated in the namespace the run leaves.
+On failure the notebook is not written; an error record (file, line, traceback) goes
+to `out.ipynb.error.json` and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import mlxllm  # noqa: F401  (loads OpenBLAS before mlx.core on Linux)
+from mlxllm.press.read import INLINE_EXPR, Cell, Chapter, read_chapter
+
+STYLE = Path(__file__).with_name("book.mplstyle")
+
+
+class CellFailure(Exception):
+    """A cell raised; carries the chapter line and a trimmed traceback."""
+
+    def __init__(self, line: int, message: str, trace: str) -> None:
+        super().__init__(message)
+        self.line, self.message, self.trace = line, message, trace
+
+
+def _setup_matplotlib() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.style.use(str(STYLE))
+    return plt
+
+
+def _failure(chapter: Chapter, error: BaseException, fallback_line: int) -> CellFailure:
+    frames = traceback.extract_tb(error.__traceback__)
+    chapter_file = str(chapter.path)
+    in_chapter = [f for f in frames if f.filename == chapter_file]
+    line = in_chapter[-1].lineno if in_chapter and in_chapter[-1].lineno else fallback_line
+    keep = frames[next((i for i, f in enumerate(frames) if f.filename == chapter_file), 0):]
+    trace = "".join(traceback.format_list(keep))
+    trace += "".join(traceback.format_exception_only(type(error), error))
+    return CellFailure(line, f"{type(error).__name__}: {error}", trace)
+
+
+def _compile_cell(chapter: Chapter, cell: Cell) -> tuple[Any, Any]:
+    tree = ast.parse(cell.code, filename=str(chapter.path))
+    ast.increment_lineno(tree, cell.code_line - 1)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    body = compile(tree, str(chapter.path), "exec")
+    tail = compile(last, str(chapter.path), "eval") if last else None
+    return body, tail
+
+
+def _value_output(value: Any) -> dict[str, Any] | None:
+    if value is None or type(value).__module__.startswith("matplotlib"):
+        return None  # a plotting call's return value is noise next to its figure
+    data = {"text/plain": repr(value)}
+    markdown = getattr(value, "_repr_markdown_", None)
+    if callable(markdown):
+        data["text/markdown"] = markdown()
+    return {"output_type": "execute_result", "execution_count": None,
+            "data": data, "metadata": {}}
+
+
+def _figure_outputs(plt: Any) -> list[dict[str, Any]]:
+    outputs = []
+    for number in plt.get_fignums():
+        figure = plt.figure(number)
+        buffer = io.StringIO()
+        figure.savefig(buffer, format="svg", bbox_inches="tight")
+        plt.close(figure)
+        outputs.append({"output_type": "display_data", "metadata": {},
+                        "data": {"image/svg+xml": buffer.getvalue()}})
+    return outputs
+
+
+def run_code_cell(chapter: Chapter, cell: Cell, namespace: dict, plt: Any) -> list[dict]:
+    """Execute one cell; return its notebook outputs."""
+    try:
+        body, tail = _compile_cell(chapter, cell)
+    except SyntaxError as error:
+        line = error.lineno or cell.code_line
+        raise CellFailure(line, f"SyntaxError: {error.msg}", str(error)) from None
+    stream = io.StringIO()
+    value = None
+    try:
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            exec(body, namespace)
+            if tail is not None:
+                value = eval(tail, namespace)
+    except Exception as error:
+        raise _failure(chapter, error, cell.code_line) from None
+    outputs: list[dict[str, Any]] = []
+    if stream.getvalue():
+        outputs.append({"output_type": "stream", "name": "stdout", "text": stream.getvalue()})
+    outputs += _figure_outputs(plt)
+    result = _value_output(value)
+    if result:
+        outputs.append(result)
+    return outputs
+
+
+def inline_values(chapter: Chapter, cell: Cell, namespace: dict) -> list[str]:
+    """Evaluate and format each `{{ expr[:spec] }}` in a markdown cell."""
+    values = []
+    for match in INLINE_EXPR.finditer(cell.source):
+        text = match["expr"].strip()
+        line = cell.line + cell.source[: match.start()].count("\n")
+        expression, spec = text, ""
+        try:
+            ast.parse(text, mode="eval")
+        except SyntaxError:
+            expression, _, spec = text.rpartition(":")
+        try:
+            value = eval(compile(expression, str(chapter.path), "eval"), namespace)
+            values.append(format(value, spec))
+        except Exception as error:
+            raise CellFailure(
+                line, f"inline expression {{{{ {text} }}}} failed: "
+                f"{type(error).__name__}: {error} (prose is filled in from the "
+                "names the chapter defines by the end of its run)",
+                "".join(traceback.format_exception_only(type(error), error)),
+            ) from None
+    return values
+
+
+def run_chapter(chapter: Chapter) -> dict[str, Any]:
+    """Execute the chapter; return it as an nbformat-4 notebook dict."""
+    plt = _setup_matplotlib()
+    namespace: dict[str, Any] = {"__name__": "__main__", "__file__": str(chapter.path)}
+    sys.path.insert(0, str(chapter.path.parent.resolve()))
+    cells = []
+    count = 0
+    for cell in chapter.cells:
+        if cell.kind == "markdown":
+            cells.append({"cell_type": "markdown", "metadata": {}, "source": cell.source})
+            continue
+        outputs: list[dict] = []
+        seconds = 0.0
+        if cell.runs:
+            count += 1
+            start = time.perf_counter()
+            outputs = run_code_cell(chapter, cell, namespace, plt)
+            seconds = time.perf_counter() - start
+        cells.append({"cell_type": "code", "execution_count": count if cell.runs else None,
+                      "metadata": {"press": {"seconds": round(seconds, 3)}},
+                      "outputs": outputs, "source": cell.source})
+    for cell, record in zip(chapter.cells, cells):
+        if cell.kind == "markdown":
+            record["metadata"]["press"] = {"inline": inline_values(chapter, cell, namespace)}
+    return {"nbformat": 4, "nbformat_minor": 5, "cells": cells,
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                        "language": "python"},
+                         "language_info": {"name": "python"},
+                         "jupytext": {"formats": "py:percent"}}}
+
+
+def main(argv: list[str]) -> int:
+    chapter_path, out = Path(argv[0]), Path(argv[1])
+    error_path = out.with_name(out.name + ".error.json")
+    try:
+        chapter = read_chapter(chapter_path)
+        notebook = run_chapter(chapter)
+    except CellFailure as failure:
+        error_path.write_text(json.dumps({"line": failure.line, "message": failure.message,
+                                          "traceback": failure.trace}))
+        return 1
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(json.dumps(notebook, indent=1), encoding="utf-8")
+    partial.replace(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

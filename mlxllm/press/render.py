@@ -1,0 +1,395 @@
+"""Render executed chapters to one HTML book: prose, listings, outputs, numbering.
+
+The same HTML serves as the browsable site (build/html/index.html) and as the input
+of the PDF. Figures and formulas are SVG files referenced by <img>, which WeasyPrint
+lays out much faster than inline <svg>.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import html
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import markdown
+import ziamath
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import PythonLexer
+
+from mlxllm.press.execute import Executed
+from mlxllm.press.read import INLINE_EXPR, Cell, Chapter, ChapterFormatError
+
+CSS = Path(__file__).with_name("book.css")
+BOOK_TITLE = "Build a Large Language Model from Scratch"
+BOOK_SUBTITLE = "with MLX"
+AUTHORS = "The mlxllm authors"
+OUTPUT_WIDTH = 80
+OUTPUT_MAX_LINES = 36
+OUTPUT_HEAD, OUTPUT_TAIL = 24, 8
+MATH_PX = 14.5
+KIND_NAMES = {"fig": "Figure", "tbl": "Table", "lst": "Listing", "eq": "Equation"}
+DISPLAY_MATH = re.compile(r"\$\$(?P<tex>.+?)\$\$(?:\s*\{#(?P<label>eq-[\w-]+)\})?", re.S)
+INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\s)(?P<tex>[^$\n]+?)(?<!\s)\$(?!\d)")
+CODE_SPAN = re.compile(r"```.*?```|`[^`\n]+`", re.S)
+CROSS_REF = re.compile(r"(?<![\w@])@(?P<label>(?:fig|tbl|lst|eq)-[\w-]*[\w])")
+SLOT = "\ue000{}\ue001"  # private-use marks: Markdown strips \x02/\x03
+SLOT_RE = re.compile("\ue000(\\d+)\ue001")
+
+
+@dataclass
+class Target:
+    """A numbered thing a cross reference can point at."""
+
+    kind: str
+    number: str
+    anchor: str
+
+    @property
+    def name(self) -> str:
+        return f"{KIND_NAMES[self.kind]} {self.number}"
+
+
+@dataclass
+class BookIndex:
+    """Chapter numbers and every label in the book, found before rendering."""
+
+    chapter_numbers: dict[str, str] = field(default_factory=dict)
+    targets: dict[str, Target] = field(default_factory=dict)
+
+    def add(self, chapter: Chapter, line: int, label: str, count: dict[str, int]) -> None:
+        if label in self.targets:
+            raise ChapterFormatError(chapter.path, line, f"label {label!r} is used twice")
+        kind = label.split("-", 1)[0]
+        count[kind] = count.get(kind, 0) + 1
+        prefix = self.chapter_numbers[chapter.stem]
+        number = f"{prefix}.{count[kind]}" if prefix else str(count[kind])
+        self.targets[label] = Target(kind, number, label)
+
+
+def number_chapters(chapters: list[Chapter]) -> BookIndex:
+    """Number chapters (1, 2, … and A, B, … for appendices) and all their labels."""
+    index = BookIndex()
+    main = appendix = 0
+    for chapter in chapters:
+        if chapter.part == "main":
+            main += 1
+            index.chapter_numbers[chapter.stem] = str(main)
+        elif chapter.part == "appendix":
+            index.chapter_numbers[chapter.stem] = string.ascii_uppercase[appendix]
+            appendix += 1
+        else:
+            index.chapter_numbers[chapter.stem] = ""
+    for chapter in chapters:
+        count: dict[str, int] = {}
+        for cell in chapter.cells:
+            if cell.kind == "code" and "label" in cell.options:
+                index.add(chapter, cell.line, str(cell.options["label"]), count)
+            elif cell.kind == "markdown":
+                for match in DISPLAY_MATH.finditer(cell.source):
+                    if match["label"]:
+                        line = cell.line + cell.source[: match.start()].count("\n")
+                        index.add(chapter, line, match["label"], count)
+    return index
+
+
+class MathRenderer:
+    """LaTeX to SVG files with ziamath, each formula drawn once per build."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir / "math"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.done: dict[tuple[str, bool], str] = {}
+
+    def __call__(self, tex: str, display: bool, where: tuple[Path, int]) -> str:
+        key = (tex, display)
+        if key not in self.done:
+            try:
+                formula = ziamath.Math.fromlatex(tex.strip(), size=MATH_PX)
+                svg = formula.svg()
+                width, height = formula.getsize()
+                descent = formula.getyofst()
+            except Exception as error:  # ziamath raises bare assertions on bad TeX
+                raise ChapterFormatError(
+                    where[0], where[1], f"cannot typeset math ${tex}$ ({error!r})"
+                ) from None
+            name = hashlib.sha1(f"{tex}{display}".encode()).hexdigest()[:16] + ".svg"
+            (self.out_dir / name).write_text(svg, encoding="utf-8")
+            style = f"width:{width:.2f}px;height:{height:.2f}px"
+            if not display:
+                style += f";vertical-align:{descent:.2f}px"
+            css = "math display" if display else "math"
+            self.done[key] = (
+                f'<img class="{css}" src="math/{name}" style="{style}" '
+                f'alt="{html.escape(tex.strip())}">'
+            )
+        return self.done[key]
+
+
+def format_output(text: str) -> str:
+    """Wrap long lines with a continuation mark and trim long outputs, visibly."""
+    lines = []
+    for line in text.rstrip("\n").expandtabs().split("\n"):
+        while len(line) > OUTPUT_WIDTH:
+            lines.append(line[: OUTPUT_WIDTH - 1] + "↩")
+            line = "  " + line[OUTPUT_WIDTH - 1 :]
+        lines.append(line)
+    if len(lines) > OUTPUT_MAX_LINES:
+        omitted = len(lines) - OUTPUT_HEAD - OUTPUT_TAIL
+        lines = lines[:OUTPUT_HEAD] + [f"… {omitted} lines omitted …"] + lines[-OUTPUT_TAIL:]
+    return "\n".join(html.escape(line) for line in lines)
+
+
+class ChapterRenderer:
+    """Turns one executed chapter into an HTML <section>."""
+
+    def __init__(self, executed: Executed, index: BookIndex, out_dir: Path,
+                 math: MathRenderer) -> None:
+        self.chapter = executed.chapter
+        self.notebook = executed.notebook
+        self.index = index
+        self.out_dir = out_dir
+        self.math = math
+        self.number = index.chapter_numbers[self.chapter.stem]
+        self.sections: list[tuple[str, str]] = []
+        self.figures = 0
+        inline = [v for c in self.notebook["cells"] if c["cell_type"] == "markdown"
+                  for v in c["metadata"]["press"]["inline"]]
+        self.inline_values = iter(inline)
+        self.code_outputs = iter(c for c in self.notebook["cells"] if c["cell_type"] == "code")
+
+    @property
+    def anchor(self) -> str:
+        return f"ch-{self.chapter.stem}"
+
+    def where(self, cell: Cell, offset: int = 0) -> tuple[Path, int]:
+        return self.chapter.path, cell.line + offset
+
+    # prose ---------------------------------------------------------------------
+    def prose(self, cell: Cell, text: str) -> str:
+        slots: list[str] = []
+
+        def keep(fragment: str) -> str:
+            slots.append(fragment)
+            return SLOT.format(len(slots) - 1)
+
+        def line_of(position: int) -> int:
+            return text[:position].count("\n")
+
+        text = INLINE_EXPR.sub(lambda m: html.escape(next(self.inline_values)), text)
+        text = CODE_SPAN.sub(lambda m: keep(m[0]) if m[0].startswith("```") else
+                             keep(f"<code>{html.escape(m[0][1:-1])}</code>"), text)
+
+        def display(match: re.Match) -> str:
+            image = self.math(match["tex"], True, self.where(cell, line_of(match.start())))
+            label = match["label"]
+            if label:
+                target = self.index.targets[label]
+                return keep(f'\n\n<div class="equation" id="{label}">{image}'
+                            f'<span class="eqnum">({target.number})</span></div>\n\n')
+            return keep(f'\n\n<div class="equation">{image}</div>\n\n')
+
+        text = DISPLAY_MATH.sub(display, text)
+        text = INLINE_MATH.sub(
+            lambda m: keep(self.math(m["tex"], False, self.where(cell, line_of(m.start())))),
+            text)
+
+        def reference(match: re.Match) -> str:
+            target = self.index.targets.get(match["label"])
+            if target is None:
+                raise ChapterFormatError(
+                    self.chapter.path, cell.line + line_of(match.start()),
+                    f"reference to unknown label @{match['label']}")
+            return keep(f'<a class="xref" href="#{target.anchor}">{target.name}</a>')
+
+        text = CROSS_REF.sub(reference, text)
+        text = SLOT_RE.sub(lambda m: slots[int(m[1])] if slots[int(m[1])].startswith("```")
+                           else m[0], text)
+        rendered = markdown.markdown(
+            text, extensions=["tables", "fenced_code", "codehilite", "attr_list",
+                              "sane_lists", "smarty", "footnotes"],
+            extension_configs={"codehilite": {"guess_lang": False, "css_class": "highlight"}},
+        )
+        while SLOT_RE.search(rendered):
+            rendered = SLOT_RE.sub(lambda m: slots[int(m[1])], rendered)
+        return self.number_sections(rendered)
+
+    def number_sections(self, rendered: str) -> str:
+        def section(match: re.Match) -> str:
+            title = match[1]
+            count = len(self.sections) + 1
+            anchor = f"sec-{self.chapter.stem}-{count}"
+            number = f"{self.number}.{count}" if self.number else ""
+            self.sections.append((anchor, (f"{number} " if number else "") + title))
+            label = f'<span class="secnum">{number}</span> ' if number else ""
+            return f'<h2 id="{anchor}">{label}{title}</h2>'
+
+        return re.sub(r"<h2>(.*?)</h2>", section, rendered)
+
+    # code ----------------------------------------------------------------------
+    def code(self, cell: Cell) -> str:
+        executed = next(self.code_outputs)
+        parts = []
+        label = str(cell.options.get("label", ""))
+        kind = label.split("-", 1)[0] if label else ""
+        target = self.index.targets.get(label)
+        if cell.flag("echo", True):
+            listing = highlight(cell.code, PythonLexer(), HtmlFormatter(nowrap=True))
+            classes = "code" + ("" if cell.runs else " not-run")
+            block = f'<pre class="{classes}">{listing}</pre>'
+            if cell.options.get("export"):
+                module = f"mlxllm/{self.chapter.default_exp}.py"
+                block = f'<div class="export-tag">exported to {module}</div>' + block
+            if kind == "lst":
+                caption = html.escape(str(cell.options.get("lst-cap", "")))
+                block = (f'<div class="listing" id="{label}"><div class="caption">'
+                         f'<span class="capnum">{target.name}</span> {caption}</div>'
+                         f"{block}</div>")
+            parts.append(block)
+        figures = []
+        for output in executed["outputs"]:
+            data = output.get("data", {})
+            if output["output_type"] == "stream" and cell.flag("output", True):
+                parts.append(f'<pre class="output">{format_output(output["text"])}</pre>')
+            elif "image/svg+xml" in data:
+                figures.append(data["image/svg+xml"])
+            elif output["output_type"] == "execute_result" and cell.flag("output", True):
+                parts.append(self.result(cell, data, kind, target))
+        if kind == "fig" and len(figures) != 1:
+            raise ChapterFormatError(
+                self.chapter.path, cell.line,
+                f"cell labelled {label!r} drew {len(figures)} figures; a fig- cell draws one")
+        for svg in figures:
+            parts.append(self.figure(cell, svg, target if kind == "fig" else None))
+        if kind == "tbl" and not any('class="table"' in p for p in parts):
+            raise ChapterFormatError(
+                self.chapter.path, cell.line,
+                f"cell labelled {label!r} must end with a table (a value with "
+                "_repr_markdown_, such as mlxllm.book.Table)")
+        return "\n".join(parts)
+
+    def result(self, cell: Cell, data: dict, kind: str, target: Target | None) -> str:
+        if "text/markdown" in data:
+            table = markdown.markdown(data["text/markdown"], extensions=["tables"])
+            caption = ""
+            if kind == "tbl" and target:
+                text = html.escape(str(cell.options.get("tbl-cap", "")))
+                caption = (f'<figcaption><span class="capnum">{target.name}</span> '
+                           f"{text}</figcaption>")
+            anchor = f' id="{target.anchor}"' if kind == "tbl" and target else ""
+            return f'<figure class="table"{anchor}>{caption}{table}</figure>'
+        return f'<pre class="output result">{format_output(data["text/plain"])}</pre>'
+
+    def figure(self, cell: Cell, svg: str, target: Target | None) -> str:
+        self.figures += 1
+        name = f"{self.chapter.stem}-{self.figures}.svg"
+        folder = self.out_dir / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(svg, encoding="utf-8")
+        caption = ""
+        anchor = ""
+        if target:
+            text = html.escape(str(cell.options.get("fig-cap", "")))
+            caption = (f'<figcaption><span class="capnum">{target.name}</span> '
+                       f"{text}</figcaption>")
+            anchor = f' id="{target.anchor}"'
+        return f'<figure class="figure"{anchor}><img src="figures/{name}" alt="">{caption}</figure>'
+
+    # chapter -------------------------------------------------------------------
+    def render(self) -> str:
+        chapter = self.chapter
+        body = []
+        for position, cell in enumerate(chapter.cells):
+            if cell.kind == "markdown":
+                text = cell.source
+                if position == 0:
+                    text = text.lstrip().split("\n", 1)[1] if "\n" in text.lstrip() else ""
+                body.append(self.prose(cell, text))
+            else:
+                body.append(self.code(cell))
+        if chapter.part == "main":
+            kicker = f"Chapter {self.number}"
+        elif chapter.part == "appendix":
+            kicker = f"Appendix {self.number}"
+        else:
+            kicker = ""
+        title = html.escape(chapter.title)
+        toc_title = f"{self.number}. {title}" if self.number else title
+        opener = (f'<header class="opener"><div class="kicker">{kicker}</div>'
+                  f'<h1 data-toc="{toc_title}">{title}</h1></header>')
+        return (f'<section class="chapter {chapter.part}" id="{self.anchor}">'
+                f"{opener}{''.join(body)}</section>")
+
+
+def table_of_contents(entries: list[tuple[Chapter, str, str, list[tuple[str, str]]]]) -> str:
+    rows = []
+    for chapter, anchor, number, sections in entries:
+        roman = " roman" if chapter.part == "front" else ""
+        label = f'<span class="tocnum">{number}</span>' if number else '<span class="tocnum"></span>'
+        rows.append(f'<li class="toc-chapter{roman}"><a href="#{anchor}">{label}'
+                    f"{html.escape(chapter.title)}</a></li>")
+        for sec_anchor, sec_title in sections:
+            rows.append(f'<li class="toc-section{roman}"><a href="#{sec_anchor}">'
+                        f"{sec_title}</a></li>")
+    return ('<section class="front toc" id="contents"><h1 class="toc-title">Contents</h1>'
+            f'<ul class="toc">{"".join(rows)}</ul></section>')
+
+
+def cover_art(out_dir: Path) -> str:
+    """A causal attention mask drawn as a grid: the book's one decoration."""
+    size, cell = 16, 18
+    squares = []
+    for row in range(size):
+        for col in range(row + 1):
+            shade = 0.35 + 0.65 * ((row * 7 + col * 3) % 11) / 10
+            squares.append(f'<rect x="{col * cell}" y="{row * cell}" width="{cell - 3}" '
+                           f'height="{cell - 3}" fill="#E69F00" fill-opacity="{shade:.2f}"/>')
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{size * cell}" '
+           f'height="{size * cell}">{"".join(squares)}</svg>')
+    (out_dir / "cover.svg").write_text(svg, encoding="utf-8")
+    return '<img class="cover-art" src="cover.svg" alt="">'
+
+
+def render_book(executed: list[Executed], out_dir: Path, profile: str) -> Path:
+    """Write build/html/index.html (with figures, formulas, CSS); return its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index = number_chapters([e.chapter for e in executed])
+    math = MathRenderer(out_dir)
+    sections, toc = [], []
+    for item in executed:
+        renderer = ChapterRenderer(item, index, out_dir, math)
+        sections.append(renderer.render())
+        toc.append((item.chapter, renderer.anchor, renderer.number, renderer.sections))
+    (out_dir / "book.css").write_text(CSS.read_text(encoding="utf-8"), encoding="utf-8")
+    today = datetime.date.today().isoformat()
+    cover = (f'<section class="cover">{cover_art(out_dir)}'
+             f'<div class="cover-title">{BOOK_TITLE}</div>'
+             f'<div class="cover-subtitle">{BOOK_SUBTITLE}</div>'
+             f'<div class="cover-authors">{AUTHORS}</div></section>')
+    title_page = (f'<section class="titlepage"><div class="tp-title">{BOOK_TITLE}</div>'
+                  f'<div class="tp-subtitle">{BOOK_SUBTITLE}</div>'
+                  f'<div class="tp-authors">{AUTHORS}</div>'
+                  f'<div class="tp-colophon">Built {today} in the <code>{profile}</code> '
+                  "profile. Every listing in this book ran while it was built; every "
+                  "output, table and figure is what that run printed or drew.</div>"
+                  "</section>")
+    first_main = next((i for i, e in enumerate(executed) if e.chapter.part == "main"), None)
+    if first_main is not None:
+        sections[first_main] = sections[first_main].replace(
+            'class="chapter main"', 'class="chapter main first-main"', 1)
+    document = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{BOOK_TITLE}, {BOOK_SUBTITLE}</title>"
+        f'<meta name="author" content="{AUTHORS}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="stylesheet" href="book.css"></head><body>'
+        + cover + title_page + table_of_contents(toc) + "".join(sections)
+        + "</body></html>\n"
+    )
+    target = out_dir / "index.html"
+    target.write_text(document, encoding="utf-8")
+    return target
