@@ -306,8 +306,8 @@ class ChapterRenderer:
         for position, cell in enumerate(chapter.cells):
             if cell.kind == "markdown":
                 text = cell.source
-                if position == 0:
-                    text = text.lstrip().split("\n", 1)[1] if "\n" in text.lstrip() else ""
+                if position == 0:  # the title goes to the opener; keep line numbers
+                    text = re.sub(r"^(\s*)#[^\n]*", r"\1", text, count=1)
                 body.append(self.prose(cell, text))
             else:
                 body.append(self.code(cell))

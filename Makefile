@@ -1,0 +1,39 @@
+# The two commands a reader needs: `make pdf` and `make test`. The first make of any
+# target creates .venv and installs the package into it (remembered in .venv/.installed).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: pdf test export export-check lint clean bench doctor
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) mlxllm/press/system.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+pdf: $(STAMP) export
+	MLXLLM_PROFILE=book $(PY) -m mlxllm.press pdf
+
+test: $(STAMP)
+	MLXLLM_PROFILE=smoke $(PY) -m pytest -q
+
+export: $(STAMP)
+	$(PY) -m mlxllm.press export
+
+export-check: $(STAMP)
+	$(PY) -m mlxllm.press export-check
+
+lint: $(STAMP)
+	$(PY) -m ruff check mlxllm tests bench book
+
+doctor: $(STAMP)
+	$(VENV)/bin/mlxllm doctor
+
+bench: $(STAMP)
+	$(PY) bench/press.py
+
+clean:
+	rm -rf build

@@ -1,0 +1,37 @@
+"""Every chapter of the book runs top to bottom in the smoke profile (one test each)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mlxllm.press.execute import dependencies, execute
+from mlxllm.press.read import Chapter, read_book
+from tests.conftest import BOOK, ROOT
+
+CHAPTERS = read_book(BOOK)
+
+
+def with_upstream(chapter: Chapter) -> list[Chapter]:
+    """The chapter and the chapters whose artifacts it reads, transitively."""
+    stems = {c.stem for c in CHAPTERS}
+    needed, todo = set(), [chapter.stem]
+    while todo:
+        stem = todo.pop()
+        needed.add(stem)
+        todo += dependencies(next(c for c in CHAPTERS if c.stem == stem), stems) - needed
+    return [c for c in CHAPTERS if c.stem in needed]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.stem for c in CHAPTERS])
+def test_chapter_runs(chapter: Chapter, tmp_path: Path, artifacts: Path) -> None:
+    results = execute(with_upstream(chapter), "smoke", tmp_path / "cache", ROOT,
+                      use_cache=False, log=lambda _: None)
+    result = results[-1]
+    assert result.chapter is chapter and not result.from_cache
+    notebook = nbformat.reads(result.path.read_text(), as_version=4)
+    nbformat.validate(notebook)
+    ran = [c for c in notebook.cells if c.cell_type == "code" and c.execution_count]
+    assert len(ran) == sum(1 for c in chapter.code_cells if c.runs)

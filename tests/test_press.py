@@ -1,0 +1,209 @@
+"""The press on a small fixture book that uses every cell option and each failure."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from mlxllm.press.execute import ChapterRunError, execute
+from mlxllm.press.export import export, stale_modules
+from mlxllm.press.read import ChapterFormatError, read_book, read_chapter
+from mlxllm.press.render import format_output, render_book
+from tests.conftest import BOOK, FIXTURE_BOOK, ROOT
+
+
+def quiet(_: str) -> None:
+    """Swallow the press's progress lines."""
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> Path:
+    """A private copy of the fixture book that a test may edit."""
+    return Path(shutil.copytree(FIXTURE_BOOK, tmp_path / "book"))
+
+
+def write_chapter(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+def run(book: Path, cache: Path) -> list:
+    return execute(read_book(book), "smoke", cache, ROOT, jobs=2, log=quiet)
+
+
+# reading ---------------------------------------------------------------------------
+@pytest.mark.parametrize("path", sorted(BOOK.glob("[0-9][0-9]_*.py")) +
+                         sorted(FIXTURE_BOOK.glob("*.py")), ids=lambda p: p.name)
+def test_jupytext_reads_the_same_cells(path: Path) -> None:
+    ours = read_chapter(path).cells
+    theirs = jupytext.read(path, fmt="py:percent").cells
+    assert [c.kind for c in ours] == [c.cell_type for c in theirs]
+    for mine, other in zip(ours, theirs):
+        assert mine.source.strip() == other.source.strip()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [("#| echo: maybe", "takes true or false"),
+     ("#| colour: blue", "unknown cell option 'colour'"),
+     ("#| fig-cap: no label", "needs a '#| label: fig-"),
+     ("#| label: figure1", "must start with fig-, tbl- or lst-"),
+     ("#|: broken", "malformed cell option"),
+     ("#| export: data", "takes no value")],
+)
+def test_bad_option_names_file_and_line(tmp_path: Path, option: str, message: str) -> None:
+    path = write_chapter(tmp_path, "01_bad.py", f"""
+        # %% [markdown]
+        # # Bad
+
+        # %%
+        #| default_exp bad
+        x = 1
+
+        # %%
+        {option}
+        y = 2
+    """)
+    with pytest.raises(ChapterFormatError, match=message) as error:
+        read_chapter(path)
+    assert str(error.value).startswith(f"{path}:9:")
+
+
+def test_long_listing_line_is_refused(tmp_path: Path) -> None:
+    path = write_chapter(tmp_path, "01_wide.py", f"""
+        # %% [markdown]
+        # # Wide
+
+        # %%
+        x = "{'w' * 90}"
+    """)
+    with pytest.raises(ChapterFormatError, match=r"01_wide.py:5: code line is 96 columns"):
+        read_chapter(path)
+
+
+# executing -------------------------------------------------------------------------
+def test_failing_cell_reports_chapter_file_line_and_traceback(
+        tmp_path: Path, artifacts: Path) -> None:
+    path = write_chapter(tmp_path / "book", "01_fails.py", """
+        # %% [markdown]
+        # # Fails
+
+        # %%
+        def divide(a, b):
+            return a / b
+
+        # %%
+        values = [1, 2]
+        divide(values[0], 0)
+    """)
+    with pytest.raises(ChapterRunError) as error:
+        execute([read_chapter(path)], "smoke", tmp_path / "cache", ROOT, log=quiet)
+    message = str(error.value)
+    assert message.startswith(f"{path}:6: ZeroDivisionError")
+    assert f'File "{path}", line 10' in message and "divide(values[0], 0)" in message
+
+
+def test_missing_corpus_stops_with_where_to_put_it(
+        tmp_path: Path, artifacts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLXLLM_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-home"))
+    monkeypatch.setenv("MLXLLM_CORPUS_URL", "http://127.0.0.1:9/tinyshakespeare.txt")
+    path = write_chapter(tmp_path / "book", "01_data.py", """
+        # %% [markdown]
+        # # Data
+
+        # %%
+        from mlxllm.data import load_corpus
+
+        text = load_corpus("tinyshakespeare")
+    """)
+    with pytest.raises(ChapterRunError) as error:
+        execute([read_chapter(path)], "smoke", tmp_path / "cache", ROOT, log=quiet)
+    message = str(error.value)
+    assert f"{path}:6: CorpusNotFoundError" in message
+    assert str(tmp_path / "empty") in message and "tinyshakespeare.txt" in message
+
+
+def test_cache_reruns_only_when_code_changes(book: Path, tmp_path: Path,
+                                             artifacts: Path) -> None:
+    cache = tmp_path / "cache"
+    first = run(book, cache)
+    assert not any(e.from_cache for e in first)
+    assert all(e.from_cache for e in run(book, cache))
+
+    chapter = book / "01_first.py"
+    text = chapter.read_text()
+    chapter.write_text(text.replace("Printing, a value", "Printing (prose edit), a value"))
+    assert all(e.from_cache for e in run(book, cache)), "a prose edit re-ran code"
+
+    chapter.write_text(text.replace("pi is about {{ math.pi:.3f }}",
+                                    "pi is about {{ math.pi:.4f }}"))
+    again = {e.chapter.stem: e.from_cache for e in run(book, cache)}
+    assert again["01_first"] is False, "a new inline expression must re-run the chapter"
+
+    chapter.write_text(text.replace("smoke=42", "smoke=41"))
+    again = {e.chapter.stem: e.from_cache for e in run(book, cache)}
+    assert again == {"00_front": True, "01_first": False,
+                     "02_second": False, "90_appendix": True}, \
+        "a code edit re-runs the chapter and the chapters that read its artifacts"
+
+
+# rendering -------------------------------------------------------------------------
+def test_fixture_book_renders_every_feature(book: Path, tmp_path: Path,
+                                            artifacts: Path) -> None:
+    executed = run(book, tmp_path / "cache")
+    page = render_book(executed, tmp_path / "html", "smoke").read_text()
+    assert "The answer is 42 and pi is about 3.142" in page
+    for name in ("Figure 1.1", "Table 1.1", "Listing 1.1", "Equation 1.1"):
+        assert f">{name}</a>" in page, f"cross reference to {name}"
+        assert f'class="capnum">{name}<' in page or name.startswith("Equation")
+    assert '<span class="eqnum">(1.1)</span>' in page
+    assert "hello from __main__" in page and "1764" in page
+    assert page.count("this is hidden") == 1, "output: false hides what the cell printed"
+    assert "line 99" in page and "69 lines omitted" in page
+    assert "never runs" in page and 'class="code not-run"' in page
+    assert "exported to mlxllm/fixture_mod.py" in page
+    assert "Reads what the first chapter left: 1 2 3" in page
+    assert "Chapter 1" in page and "Appendix A" in page
+    assert "<code>code span with $dollars$</code>" in page
+    assert (tmp_path / "html" / "figures" / "01_first-1.svg").exists()
+    assert "Text(" not in page, "a plotting call's return value is not an output"
+
+
+def test_reference_to_unknown_label_names_file_and_line(book: Path, tmp_path: Path,
+                                                        artifacts: Path) -> None:
+    chapter = book / "90_appendix.py"
+    chapter.write_text(chapter.read_text().replace("@fig-line", "@fig-nowhere"))
+    executed = run(book, tmp_path / "cache")
+    with pytest.raises(ChapterFormatError, match=r"90_appendix.py:4: reference to "
+                                                 r"unknown label @fig-nowhere"):
+        render_book(executed, tmp_path / "html", "smoke")
+
+
+def test_output_lines_wrap_with_a_mark_and_long_outputs_are_trimmed() -> None:
+    wrapped = format_output("x" * 100).split("\n")
+    assert wrapped[0].endswith("↩") and len(wrapped[0]) == 80
+    trimmed = format_output("\n".join(str(i) for i in range(100))).split("\n")
+    assert "… 68 lines omitted …" in trimmed and trimmed[-1] == "99"
+
+
+# exporting -------------------------------------------------------------------------
+def test_export_and_export_check(book: Path, tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    chapters = read_book(book)
+    assert stale_modules(chapters, package) == [f"{package}/fixture_mod.py is missing"]
+    export(chapters, package)
+    module = (package / "fixture_mod.py").read_text()
+    assert module.startswith("# Generated by `make export` from book/01_first.py.")
+    assert "def square(x: int) -> int:" in module and "#| export" not in module
+    assert stale_modules(chapters, package) == []
+    (package / "fixture_mod.py").write_text(module + "\n# edited by hand\n")
+    assert stale_modules(chapters, package) == [f"{package}/fixture_mod.py differs "
+                                                "from its chapter"]
