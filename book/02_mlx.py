@@ -1,32 +1,35 @@
 # %% [markdown]
 # # MLX in one chapter
 #
-# Every line of the model you build in this book runs on MLX, Apple's array framework
-# for machine learning (Hannun et al., 2023). You could learn it piece by piece as the
-# chapters need it, but four of its ideas shape how every later listing is written, and
-# they are easier to see on small examples than inside a transformer:
+# Every line of the model you build in this book runs on MLX, Apple's array
+# framework for machine learning (Hannun et al., 2023). You could learn it piece
+# by piece as the chapters need it, but four of its ideas shape how every later
+# listing is written, and they are easier to see on small examples than inside a
+# transformer:
 #
-# - **A NumPy-like API.** Arrays, dtypes, broadcasting, indexing and `@` work the way
-#   you already expect, so most of what you know carries over.
-# - **Unified memory.** On Apple silicon the CPU and the GPU share one pool of memory.
-#   An array does not live "on" a device; an operation runs on one. There is no
-#   `.to(device)` and no copy between devices.
-# - **Lazy evaluation.** An expression such as `a @ b` records what to compute and
-#   returns at once; the work happens when you call `mx.eval` or look at a value. That
-#   is what lets MLX fuse and schedule work, and it changes how you time code.
+# - **A NumPy-like API.** Arrays, dtypes, broadcasting, indexing and `@` work
+#   the way you already expect, so most of what you know carries over.
+# - **Unified memory.** On Apple silicon the CPU and the GPU share one pool of
+#   memory. An array does not live "on" a device; an operation runs on one.
+#   There is no `.to(device)` and no copy between devices.
+# - **Lazy evaluation.** An expression such as `a @ b` records what to compute
+#   and returns at once; the work happens when you call `mx.eval` or look at a
+#   value. That is what lets MLX fuse and schedule work, and it changes how you
+#   time code.
 # - **Composable function transformations.** `mx.grad` turns a function into its
-#   derivative, `mx.compile` turns it into a fused kernel, and they nest, as in JAX
-#   (Bradbury et al., 2018).
+#   derivative, `mx.compile` turns it into a fused kernel, and they nest, as in
+#   JAX (Bradbury et al., 2018).
 #
-# In the map of chapter 1, this chapter is the toolbox: nothing here is an LLM yet, but
-# the tokenizer, the model, the training loop and the sampler of the next chapters use
-# exactly these calls. You end the chapter with numbers about your own machine and a
-# first module, `mlxllm.hardware`, which `mlxllm doctor` uses to tell you how fast your
-# Mac multiplies matrices.
+# In the map of chapter 1, this chapter is the toolbox: nothing here is an LLM
+# yet, but the tokenizer, the model, the training loop and the sampler of the
+# next chapters use exactly these calls. You end the chapter with numbers about
+# your own machine and a first module, `mlxllm.hardware`, which `mlxllm doctor`
+# uses to tell you how fast your Mac multiplies matrices.
 #
-# Every point comes with code that runs, and an assertion that checks the claim. Start
-# with the imports. Import `mlxllm` before `mlx.core`: on Linux, this loads the system's
-# fast BLAS library before MLX picks its own slow one; on a Mac it does nothing.
+# Every point comes with code that runs, and an assertion that checks the claim.
+# Start with the imports. Import `mlxllm` before `mlx.core`: on Linux, this
+# loads the system's fast BLAS library before MLX picks its own slow one; on a
+# Mac it does nothing.
 
 # %%
 #| default_exp hardware
@@ -46,9 +49,9 @@ from mlxllm.book import Table, pick
 # %% [markdown]
 # ## Arrays and dtypes
 #
-# An `mx.array` is an n-dimensional block of numbers of one type, its *dtype*. You make
-# one from a Python list or a NumPy array, and turn it back into NumPy with
-# `np.array(x)`.
+# An `mx.array` is an n-dimensional block of numbers of one type, its *dtype*.
+# You make one from a Python list or a NumPy array, and turn it back into NumPy
+# with `np.array(x)`.
 
 # %%
 a = mx.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
@@ -60,19 +63,20 @@ back[0] = 99.0
 print(from_numpy.dtype, back.dtype, from_numpy[0].item())
 
 # %% [markdown]
-# Notice three things. The attributes are the NumPy ones (`shape`, `dtype`, `size`,
-# `itemsize`, `nbytes`). NumPy's float64 became MLX's float32: MLX's default float is
-# 32-bit, because that is what GPUs compute fast, so an array from NumPy changes type
-# on the way in (ask for `dtype=` if you want otherwise). And `np.array(x)` copies, so
-# writing into the copy does not change the original.
+# Notice three things. The attributes are the NumPy ones (`shape`, `dtype`,
+# `size`, `itemsize`, `nbytes`). NumPy's float64 became MLX's float32: MLX's
+# default float is 32-bit, because that is what GPUs compute fast, so an array
+# from NumPy changes type on the way in (ask for `dtype=` if you want
+# otherwise). And `np.array(x)` copies, so writing into the copy does not change
+# the original.
 #
-# Which dtype you pick decides how many bytes each number takes and which numbers it
-# can hold. @tbl-dtypes lists the ones this book uses, read from `mx.finfo` and
-# `mx.iinfo` on this run.
+# Which dtype you pick decides how many bytes each number takes and which
+# numbers it can hold. @tbl-dtypes lists the ones this book uses, read from
+# `mx.finfo` and `mx.iinfo` on this run.
 
 # %%
 #| label: tbl-dtypes
-#| tbl-cap: The dtypes this book uses. The step after 1 is the gap between 1 and the next number the type can hold, so it measures precision; the largest value measures range.
+#| tbl-cap: Bytes, range (largest value) and precision (step after 1).
 def dtype_row(dtype: mx.Dtype) -> list[object]:
     if mx.issubdtype(dtype, mx.floating):
         info = mx.finfo(dtype)
@@ -88,13 +92,14 @@ Table(
 
 # %% [markdown]
 # The two 16-bit float types both halve memory, but they spend their 16 bits
-# differently. float16 keeps 10 bits of fraction and 5 of exponent: it is precise but
-# overflows at 65,504. bfloat16 keeps float32's 8 exponent bits and only 7 fraction
-# bits (Kalamkar et al., 2019): it covers the same range as float32 but rounds much
-# more coarsely. Training is full of large intermediate values (logits, sums of
-# squares), so range matters more than the third significant digit; that is why
-# bfloat16 is the usual half-precision type for training. The integer types hold token
-# ids: a vocabulary smaller than 65,536 fits in uint16, half the bytes of int32.
+# differently. float16 keeps 10 bits of fraction and 5 of exponent: it is
+# precise but overflows at 65,504. bfloat16 keeps float32's 8 exponent bits and
+# only 7 fraction bits (Kalamkar et al., 2019): it covers the same range as
+# float32 but rounds much more coarsely. Training is full of large intermediate
+# values (logits, sums of squares), so range matters more than the third
+# significant digit; that is why bfloat16 is the usual half-precision type for
+# training. The integer types hold token ids: a vocabulary smaller than 65,536
+# fits in uint16, half the bytes of int32.
 #
 # Check both sides of the bfloat16 trade on real numbers:
 
@@ -122,20 +127,21 @@ except ValueError:
     pass
 
 # %% [markdown]
-# 70,000 overflows float16 to `inf` but survives in bfloat16 (rounded to the nearest
-# number it can hold), while $1 + 1/256$ survives in float16 and rounds to exactly 1 in
-# bfloat16. The last line shows one practical snag: NumPy has no bfloat16, so
-# `np.array` refuses such an array with a `ValueError`; cast to float32 first.
+# 70,000 overflows float16 to `inf` but survives in bfloat16 (rounded to the
+# nearest number it can hold), while $1 + 1/256$ survives in float16 and rounds
+# to exactly 1 in bfloat16. The last line shows one practical snag: NumPy has no
+# bfloat16, so `np.array` refuses such an array with a `ValueError`; cast to
+# float32 first.
 
 # %% [markdown]
 # ## Lazy evaluation and `mx.eval`
 #
-# When you write `c = a @ b` in MLX, nothing is multiplied. MLX records the operation
-# in a graph and hands you an array that knows its shape and dtype but has no data
-# yet. The work happens when you call `mx.eval(c)`, or implicitly when you need a
-# value: `print(c)`, `c.item()`, `np.array(c)`, or `if c > 0:`. Deferring the work
-# lets MLX see a whole computation before running it (to fuse steps, to schedule them
-# on the GPU, to skip parts whose result you never use).
+# When you write `c = a @ b` in MLX, nothing is multiplied. MLX records the
+# operation in a graph and hands you an array that knows its shape and dtype but
+# has no data yet. The work happens when you call `mx.eval(c)`, or implicitly
+# when you need a value: `print(c)`, `c.item()`, `np.array(c)`, or `if c > 0:`.
+# Deferring the work lets MLX see a whole computation before running it (to fuse
+# steps, to schedule them on the GPU, to skip parts whose result you never use).
 #
 # Time the two phases separately:
 
@@ -161,12 +167,12 @@ assert c.shape == (n, n) and eval_ms > build_ms
 
 # %% [markdown]
 # Building the graph for two {{ n }}×{{ n }} products, a `tanh` and a sum took
-# {{ build_ms:.3f }} ms; evaluating it took {{ eval_ms:.1f }} ms. The shape and dtype
-# were known before any arithmetic ran.
+# {{ build_ms:.3f }} ms; evaluating it took {{ eval_ms:.1f }} ms. The shape and
+# dtype were known before any arithmetic ran.
 #
-# This is the single most common way to mismeasure MLX code: a timer around `a @ b`
-# without `mx.eval` measures only the bookkeeping. Here is what such a timer reports
-# as a matrix product's speed, next to an honest one:
+# This is the single most common way to mismeasure MLX code: a timer around
+# `a @ b` without `mx.eval` measures only the bookkeeping. Here is what such a
+# timer reports as a matrix product's speed, next to an honest one:
 
 # %%
 flops = 2 * n**3  # n² outputs, each n multiplies and n adds
@@ -184,14 +190,16 @@ right_gflops = flops / right_seconds / 1e9
 print(f"without eval: {wrong_gflops:,.0f} GFLOP/s, with: {right_gflops:,.1f}")
 
 # %% [markdown]
-# The timer without `mx.eval` claims {{ wrong_gflops:,.0f }} GFLOP/s, the one with it
-# {{ right_gflops:,.1f }}. The rule for the rest of the book: whenever you time or
-# measure memory, evaluate inside the measured region. The same goes for a training
-# loop: if you never evaluate, each step adds to one ever-growing graph, memory climbs,
-# and the whole bill arrives at once when you finally print the loss.
+# The timer without `mx.eval` claims {{ wrong_gflops:,.0f }} GFLOP/s, the one
+# with it {{ right_gflops:,.1f }}. The rule for the rest of the book: whenever
+# you time or measure memory, evaluate inside the measured region. The same goes
+# for a training loop: if you never evaluate, each step adds to one ever-growing
+# graph, memory climbs, and the whole bill arrives at once when you finally
+# print the loss.
 #
-# Since you will time things all chapter long, write the timer once, properly. It is
-# the first export of this chapter, so it starts the module `mlxllm/hardware.py`:
+# Since you will time things all chapter long, write the timer once, properly.
+# It is the first export of this chapter, so it starts the module
+# `mlxllm/hardware.py`:
 
 # %%
 #| export
@@ -222,17 +230,17 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
     return statistics.median(times)
 
 # %% [markdown]
-# `fn` takes no arguments and returns whatever should be evaluated (an array or a
-# list, tuple or dict of arrays: `mx.eval` accepts them all). You pass it as a
+# `fn` takes no arguments and returns whatever should be evaluated (an array or
+# a list, tuple or dict of arrays: `mx.eval` accepts them all). You pass it as a
 # `lambda`, as in `median_seconds(lambda: a @ b)`.
 
 # %% [markdown]
 # ## Unified memory and devices
 #
-# MLX has two kinds of device, `mx.cpu` and `mx.gpu`. On a Mac the GPU runs through
-# Metal and is the default; MLX also runs on Linux, where the build used for the CPU
-# has no GPU at all. This book is built by executing every chapter, and the machine
-# that built it may not be a Mac, so ask rather than assume:
+# MLX has two kinds of device, `mx.cpu` and `mx.gpu`. On a Mac the GPU runs
+# through Metal and is the default; MLX also runs on Linux, where the build used
+# for the CPU has no GPU at all. This book is built by executing every chapter,
+# and the machine that built it may not be a Mac, so ask rather than assume:
 
 # %%
 default_device = mx.default_device()
@@ -245,10 +253,10 @@ print(mx.device_info())
 # {{ "available" if gpu_available else "not available" }}. On your Mac you see
 # `Device(gpu, 0)` and the name of your chip.
 #
-# Because memory is shared, placing work on a device is a property of an operation,
-# not of an array. Every MLX operation takes a `stream=` argument (a device, or a
-# stream on a device), and `with mx.stream(...)` sets it for a block. The same input
-# array feeds both devices without a copy:
+# Because memory is shared, placing work on a device is a property of an
+# operation, not of an array. Every MLX operation takes a `stream=` argument (a
+# device, or a stream on a device), and `with mx.stream(...)` sets it for a
+# block. The same input array feeds both devices without a copy:
 
 # %%
 x = mx.random.normal((256, 256))
@@ -265,19 +273,21 @@ print(f"ran on {len(devices)} device(s); results agree:",
 assert all(mx.allclose(r, results[0], atol=1e-3).item() for r in results)
 
 # %% [markdown]
-# On a Mac this cell multiplies on the GPU and the CPU from one array `x`, with no
-# transfer in between; the results agree up to rounding (the two devices add in
-# different orders). In this build only the CPU ran. You rarely need `stream=` in this
-# book: the default device is right for nearly everything. It matters when a small
-# operation is faster on the CPU or when you overlap CPU and GPU work.
+# On a Mac this cell multiplies on the GPU and the CPU from one array `x`, with
+# no transfer in between; the results agree up to rounding (the two devices add
+# in different orders). In this build only the CPU ran. You rarely need
+# `stream=` in this book: the default device is right for nearly everything. It
+# matters when a small operation is faster on the CPU or when you overlap CPU
+# and GPU work.
 
 # %% [markdown]
 # ## `mx.grad` and `mx.value_and_grad`
 #
-# Training a network means following the gradient of a loss. MLX computes gradients by
-# transforming functions: `mx.grad(f)` is a new function that returns $f'$, computed by
-# reverse-mode automatic differentiation. Try it on a function whose derivative you
-# can write by hand, $f(x) = x^3 \sin x$ with $f'(x) = 3x^2 \sin x + x^3 \cos x$:
+# Training a network means following the gradient of a loss. MLX computes
+# gradients by transforming functions: `mx.grad(f)` is a new function that
+# returns $f'$, computed by reverse-mode automatic differentiation. Try it on a
+# function whose derivative you can write by hand, $f(x) = x^3 \sin x$ with
+# $f'(x) = 3x^2 \sin x + x^3 \cos x$:
 
 # %%
 def f(x: mx.array) -> mx.array:
@@ -306,19 +316,20 @@ assert autodiff_error < 1e-6
 assert abs(central_difference.item() - f_prime(point).item()) < 1e-3
 
 # %% [markdown]
-# `mx.value_and_grad` returns the value and the derivative from one pass, which is
-# what a training step wants (the loss to print, the gradient to follow). The
-# automatic derivative matches the analytic one to a relative error of
-# {{ autodiff_error:.1e }}, float32 rounding. The central finite difference
-# $\bigl(f(x+h) - f(x-h)\bigr)/2h$ is a useful independent check, but only an
-# approximate one, and @fig-finite-difference shows why: a large $h$ suffers from the
-# curvature of $f$ (an error shrinking like $h^2$), a small $h$ from subtracting two
-# nearly equal float32 numbers (an error growing like $\epsilon/h$).
+# `mx.value_and_grad` returns the value and the derivative from one pass, which
+# is what a training step wants (the loss to print, the gradient to follow). The
+# automatic derivative agrees with the analytic one to float32 rounding (the
+# relative difference here is {{ autodiff_error:.1e }}). The central finite
+# difference $\bigl(f(x+h) - f(x-h)\bigr)/2h$ is a useful independent check, but
+# only an approximate one, and @fig-finite-difference shows why: a large $h$
+# suffers from the curvature of $f$ (an error shrinking like $h^2$), a small $h$
+# from subtracting two nearly equal float32 numbers (an error growing like
+# $\epsilon/h$).
 
 # %%
 #| echo: false
 #| label: fig-finite-difference
-#| fig-cap: Relative error of the central finite difference of x³ sin x at x = 1.3, computed in float32, against the step h. Truncation error falls to the left, rounding error rises; no step gets close to float32 precision, while automatic differentiation does.
+#| fig-cap: Finite-difference error in float32: rounding left, truncation right.
 step_grid = np.logspace(-5, 0, 26)
 exact = f_prime(point).item()
 errors = [
@@ -328,15 +339,17 @@ errors = [
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 ax.loglog(step_grid, errors, marker="o", label="central finite difference")
 ax.axhline(mx.finfo(mx.float32).eps, linestyle="--", label="float32 epsilon")
+assert min(errors) > 10 * mx.finfo(mx.float32).eps
 ax.set_xlabel("step h")
 ax.set_ylabel("relative error")
 ax.legend()
 
 # %% [markdown]
-# Gradients with respect to arrays work the same way. For a linear model with weights
-# $w$, inputs $X$ and targets $y$, the mean squared error $L = \frac{1}{N}\lVert Xw -
-# y\rVert^2$ has the gradient $\nabla_w L = \frac{2}{N} X^\top (Xw - y)$. `mx.grad`
-# differentiates with respect to the first argument unless `argnums` says otherwise:
+# Gradients with respect to arrays work the same way. For a linear model with
+# weights $w$, inputs $X$ and targets $y$, the mean squared error
+# $L = \frac{1}{N}\lVert Xw - y\rVert^2$ has the gradient
+# $\nabla_w L = \frac{2}{N} X^\top (Xw - y)$. `mx.grad` differentiates with
+# respect to the first argument unless `argnums` says otherwise:
 
 # %%
 def squared_error(w: mx.array, inputs: mx.array, targets: mx.array) -> mx.array:
@@ -360,21 +373,22 @@ assert mx.array_equal(grad_w, grad_w2)
 assert grad_targets.shape == targets.shape
 
 # %% [markdown]
-# The gradient has the shape of the thing you differentiate with respect to, and it
-# matches the formula. Asking for `argnums=(0, 2)` returns a tuple of two gradients.
-# Because `mx.grad` transforms functions rather than recording a tape during a
-# forward pass, it nests: `mx.grad(mx.grad(f))` is the second derivative (Exercise
-# 2.2), and a function passed to it must be *pure*: it computes its result from its
-# arguments only and changes nothing outside itself.
+# The gradient has the shape of the thing you differentiate with respect to, and
+# it matches the formula. Asking for `argnums=(0, 2)` returns a tuple of two
+# gradients. Because `mx.grad` transforms functions rather than recording a tape
+# during a forward pass, it nests: `mx.grad(mx.grad(f))` is the second
+# derivative (Exercise 2.2), and a function passed to it must be *pure*: it
+# computes its result from its arguments only and changes nothing outside
+# itself.
 
 # %% [markdown]
 # ## `nn.Module`
 #
-# A network has many parameters, and passing each one as an argument to the loss would
-# be unbearable. `mlx.nn.Module` keeps them in a tree: each module is a dictionary of
-# its arrays and sub-modules, and `parameters()` returns that tree as nested `dict`s.
-# Here is the smallest useful network, a multi-layer perceptron (MLP) with one hidden
-# layer:
+# A network has many parameters, and passing each one as an argument to the loss
+# would be unbearable. `mlx.nn.Module` keeps them in a tree: each module is a
+# dictionary of its arrays and sub-modules, and `parameters()` returns that tree
+# as nested `dict`s. Here is the smallest useful network, a multi-layer
+# perceptron (MLP) with one hidden layer:
 
 # %%
 class MLP(nn.Module):
@@ -401,16 +415,17 @@ for name, p in tree_flatten(model.parameters()):
 n_params = count(model.parameters())
 
 # %% [markdown]
-# `tree_flatten` turns the nested dictionaries into a list of (dotted name, array)
-# pairs, which is how you count parameters and how checkpoints name them. The MLP has
-# $1 \cdot 64 + 64$ parameters in its hidden layer and $64 \cdot 1 + 1$ in its output
-# layer, {{ n_params }} in all.
+# `tree_flatten` turns the nested dictionaries into a list of (dotted name,
+# array) pairs, which is how you count parameters and how checkpoints name them.
+# The MLP has $1 \cdot 64 + 64$ parameters in its hidden layer and
+# $64 \cdot 1 + 1$ in its output layer, {{ n_params }} in all.
 #
-# `trainable_parameters()` is the same tree minus what you froze. Freezing is how you
-# fine-tune part of a model; it also shows that the gradient follows the trainable
-# tree. `nn.value_and_grad(model, loss_fn)` is the module version of
+# `trainable_parameters()` is the same tree minus what you froze. Freezing is
+# how you fine-tune part of a model; it also shows that the gradient follows the
+# trainable tree. `nn.value_and_grad(model, loss_fn)` is the module version of
 # `mx.value_and_grad`: it differentiates `loss_fn` with respect to the model's
-# trainable parameters, which are not arguments of `loss_fn` but live inside `model`.
+# trainable parameters, which are not arguments of `loss_fn` but live inside
+# `model`.
 
 # %%
 def mse_loss(model: nn.Module, x: mx.array, y: mx.array) -> mx.array:
@@ -439,20 +454,21 @@ assert [k for k, _ in tree_flatten(grads)] == [
 ]
 
 # %% [markdown]
-# With the hidden layer frozen only {{ n_trainable }} parameters are trainable and the
-# gradient tree holds only `out.weight` and `out.bias`; unfrozen, it mirrors all
-# {{ n_params }} parameters. Everything downstream (optimizers, checkpoints, the
-# distributed `all_sum` of a later chapter) works on such trees.
+# With the hidden layer frozen only {{ n_trainable }} parameters are trainable
+# and the gradient tree holds only `out.weight` and `out.bias`; unfrozen, it
+# mirrors all {{ n_params }} parameters. Everything downstream (optimizers,
+# checkpoints, the distributed `all_sum` of a later chapter) works on such
+# trees.
 
 # %% [markdown]
 # ## `mlx.optimizers`
 #
-# An optimizer turns gradients into parameter updates and keeps whatever state it
-# needs (momentum, running averages) in a tree shaped like the parameters.
-# `optimizer.update(model, grads)` computes the new parameters and puts them into the
-# model. The training loop below fits the MLP to $\sin x$ on $[-3, 3]$; each run
-# starts from the same initial weights, which you can keep simply by holding on to
-# the arrays, because MLX never modifies an array in place.
+# An optimizer turns gradients into parameter updates and keeps whatever state
+# it needs (momentum, running averages) in a tree shaped like the parameters.
+# `optimizer.update(model, grads)` computes the new parameters and puts them
+# into the model. The training loop below fits the MLP to $\sin x$ on $[-3, 3]$;
+# each run starts from the same initial weights, which you can keep simply by
+# holding on to the arrays, because MLX never modifies an array in place.
 
 # %%
 initial = model.parameters()
@@ -489,15 +505,15 @@ assert all(losses[-1] < runs["SGD"][-1] for losses in runs.values()
 assert not mx.array_equal(initial["out"]["weight"], model.out.weight)
 
 # %% [markdown]
-# `mx.eval(model.parameters(), optimizer.state)` is the evaluation point of each step:
-# without it the loop would build one graph for all {{ steps }} steps. `loss.item()`
-# would force the loss anyway, but the parameters and optimizer state must be
-# evaluated too, or they pile up as a graph.
+# `mx.eval(model.parameters(), optimizer.state)` is the evaluation point of each
+# step: without it the loop would build one graph for all {{ steps }} steps.
+# `loss.item()` would force the loss anyway, but the parameters and optimizer
+# state must be evaluated too, or they pile up as a graph.
 
 # %%
 #| echo: false
 #| label: fig-optimizers
-#| fig-cap: Training loss of the same MLP fitting sin x from the same start, with four optimizers. Plain SGD ends highest. The two AdamW runs share a learning rate yet differ: only bias correction sets them apart.
+#| fig-cap: Loss of one MLP under four optimizers; plain SGD ends highest.
 fig, ax = plt.subplots(figsize=(5.5, 3.4))
 for label, losses in runs.items():
     ax.semilogy(range(1, steps + 1), losses, label=label)
@@ -507,28 +523,33 @@ ax.legend()
 
 # %% [markdown]
 # @fig-optimizers shows the four runs. After {{ steps }} steps the losses are
-# {{ runs["SGD"][-1]:.2e }} (SGD), {{ runs["SGD, momentum 0.9"][-1]:.2e }} (SGD with
-# momentum), {{ runs["AdamW (MLX default)"][-1]:.2e }} (MLX's default AdamW) and
-# {{ runs["AdamW, bias correction"][-1]:.2e }} (AdamW with bias correction). Two
-# AdamW runs with the same learning rate behaving differently deserves a closer look.
+# {{ runs["SGD"][-1]:.2e }} (SGD), {{ runs["SGD, momentum 0.9"][-1]:.2e }} (SGD
+# with momentum), {{ runs["AdamW (MLX default)"][-1]:.2e }} (MLX's default
+# AdamW) and {{ runs["AdamW, bias correction"][-1]:.2e }} (AdamW with bias
+# correction). That two AdamW runs with the same learning rate behave
+# differently deserves a closer look.
 #
 # ### AdamW and bias correction
 #
-# Adam (Kingma & Ba, 2015) keeps two running averages per parameter, of the gradient
-# $g_t$ and of its square, and AdamW (Loshchilov & Hutter, 2019) adds weight decay
-# applied directly to the weights. With learning rate $\eta$:
+# Adam (Kingma & Ba, 2015) keeps two running averages per parameter, of the
+# gradient $g_t$ and of its square, and AdamW (Loshchilov & Hutter, 2019) adds
+# weight decay applied directly to the weights. With learning rate $\eta$:
 #
-# $$m_t = \beta_1 m_{t-1} + (1-\beta_1)\, g_t, \qquad
-#   v_t = \beta_2 v_{t-1} + (1-\beta_2)\, g_t^2, \qquad
-#   w_t = w_{t-1} - \eta\, \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}$$ {#eq-adam}
+# $$m_t = \beta_1 m_{t-1} + (1-\beta_1)\, g_t$$
 #
-# Both averages start at zero, so early on they are too small: after one step $m_1 =
-# (1-\beta_1) g_1$, a tenth of the gradient. The paper corrects this with $\hat m_t =
-# m_t / (1-\beta_1^t)$ and $\hat v_t = v_t / (1-\beta_2^t)$, and PyTorch always does.
-# MLX's `Adam` and `AdamW` default to `bias_correction=False` and use $m_t$ and $v_t$
-# directly. On the first step that changes the update from about $\eta$ to about
-# $\eta (1-\beta_1)/\sqrt{1-\beta_2}$, which for the default betas $(0.9, 0.999)$ is
-# more than three times larger. Check it on one step with a known gradient:
+# $$v_t = \beta_2 v_{t-1} + (1-\beta_2)\, g_t^2$$
+#
+# $$w_t = w_{t-1} - \eta \frac{\hat m_t}{\sqrt{\hat v_t}+\epsilon}$$ {#eq-adam}
+#
+# Both averages start at zero, so early on they are too small: after one step
+# $m_1 = (1-\beta_1) g_1$, a tenth of the gradient. The paper corrects this with
+# $\hat m_t = m_t / (1-\beta_1^t)$ and $\hat v_t = v_t / (1-\beta_2^t)$, and
+# PyTorch always does. MLX's `Adam` and `AdamW` default to
+# `bias_correction=False` and use $m_t$ and $v_t$ directly. On the first step
+# that changes the update from about $\eta$ to about
+# $\eta (1-\beta_1)/\sqrt{1-\beta_2}$, which for the default betas
+# $(0.9, 0.999)$ is more than three times larger. Check it on one step with a
+# known gradient:
 
 # %%
 learning_rate = 1e-3
@@ -559,13 +580,14 @@ first_step_ratio = (first_update(False) / first_update(True))[0].item()
 assert abs(first_step_ratio - (1 - beta1) / math.sqrt(1 - beta2)) < 1e-3
 
 # %% [markdown]
-# Both updates match @eq-adam with and without the hats, and the first step of MLX's
-# default is {{ first_step_ratio:.2f }} times the corrected one, whatever the size of
-# the gradient (Adam's step is about $\eta$ times the sign of the gradient). The
-# difference does not vanish after one step. With a constant gradient the ratio of
-# the two step sizes is $(1-\beta_1^t)/\sqrt{1-\beta_2^t}$; @fig-adam-ratio measures
-# it by running both optimizers, for the default $\beta_2 = 0.999$ and for $\beta_2 =
-# 0.95$, the value GPT-3 was trained with (Brown et al., 2020).
+# Both updates match @eq-adam with and without the hats, and the first step of
+# MLX's default is {{ first_step_ratio:.2f }} times the corrected one, whatever
+# the size of the gradient (Adam's step is about $\eta$ times the sign of the
+# gradient). The difference does not vanish after one step. With a constant
+# gradient the ratio of the two step sizes is
+# $(1-\beta_1^t)/\sqrt{1-\beta_2^t}$; @fig-adam-ratio measures it by running
+# both optimizers, for the default $\beta_2 = 0.999$ and for $\beta_2 = 0.95$,
+# the value GPT-3 was trained with (Brown et al., 2020).
 
 # %%
 ratio_steps = pick(smoke=200, book=3000)
@@ -600,7 +622,7 @@ peak_step = int(t[step_ratios[0.999].argmax()])
 # %%
 #| echo: false
 #| label: fig-adam-ratio
-#| fig-cap: Step size of MLX's default AdamW divided by the bias-corrected step, measured under a constant gradient (lines) and predicted by (1 − β₁ᵗ)/√(1 − β₂ᵗ) (dots). With β₂ = 0.999 the uncorrected optimizer steps several times too far for hundreds of steps; with β₂ = 0.95 it steps too short at first.
+#| fig-cap: Uncorrected/corrected AdamW step: measured (lines), formula (dots).
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 for b2, measured in step_ratios.items():
     line, = ax.semilogx(t, measured, label=f"β₂ = {b2}")
@@ -614,25 +636,27 @@ ax.legend()
 
 # %% [markdown]
 # With the default betas the uncorrected optimizer's steps peak at
-# {{ peak_ratio:.1f }} times the corrected ones, at step {{ peak_step }}, and are still
-# {{ step_ratios[0.999][-1]:.2f }} times larger at step {{ ratio_steps }}. That is
-# why the two AdamW curves of @fig-optimizers differ: with the same nominal learning
-# rate, MLX's default takes larger steps, so the learning rate you pass is not the
-# one you get. With $\beta_2 = 0.95$ the first steps are *smaller* instead
-# ({{ step_ratios[0.95][0]:.2f }} times the corrected one on step 1). Learning rates and warm-up schedules in papers and in reference
-# code such as nanoGPT were tuned with bias correction on, so this book passes
-# `bias_correction=True` to every Adam-style optimizer: a learning rate then means
-# what it means everywhere else, and your results compare with theirs.
+# {{ peak_ratio:.1f }} times the corrected ones, at step {{ peak_step }}, and
+# are still {{ step_ratios[0.999][-1]:.2f }} times larger at step
+# {{ ratio_steps }}. That is why the two AdamW curves of @fig-optimizers differ:
+# with the same nominal learning rate, MLX's default takes larger steps, so the
+# learning rate you pass is not the one you get. With $\beta_2 = 0.95$ the first
+# steps are *smaller* instead ({{ step_ratios[0.95][0]:.2f }} times the
+# corrected one on step 1). Learning rates and warm-up schedules in papers and
+# in reference code such as nanoGPT were tuned with bias correction on, so this
+# book passes `bias_correction=True` to every Adam-style optimizer: a learning
+# rate then means what it means everywhere else, and your results compare with
+# theirs.
 
 # %% [markdown]
 # ## `mx.compile`
 #
-# Each MLX operation is a separate kernel: it reads its inputs from memory, writes its
-# output, and costs some fixed overhead to set up. `mx.compile(f)` traces `f` once,
-# simplifies the graph and fuses chains of element-wise operations into a single
-# kernel, so a chain of nine small operations becomes one pass over the data. A good
-# test subject is the tanh approximation of GELU (Hendrycks & Gimpel, 2016), the
-# activation function of GPT-2:
+# Each MLX operation is a separate kernel: it reads its inputs from memory,
+# writes its output, and costs some fixed overhead to set up. `mx.compile(f)`
+# traces `f` once, simplifies the graph and fuses chains of element-wise
+# operations into a single kernel, so a chain of nine small operations becomes
+# one pass over the data. A good test subject is the tanh approximation of GELU
+# (Hendrycks & Gimpel, 2016), the activation function of GPT-2:
 
 # %%
 def gelu(x: mx.array) -> mx.array:
@@ -660,13 +684,14 @@ assert mx.allclose(y, nn.gelu_approx(x), atol=1e-6)
 
 # %% [markdown]
 # The compiled function gives the same numbers as the plain one and as MLX's own
-# `nn.gelu_approx` (checked). Its first call took {{ first_call_ms:.1f }} ms against
-# {{ steady_ms:.3f }} ms for later calls: the first call traces the function and
-# builds the fused kernel. On a Mac that is a Metal kernel; on the Linux CPU build,
-# MLX writes C++ source for the kernel, runs the system C++ compiler on it and keeps
-# the library in a cache under the temporary directory, so the very first run on a
-# machine pays for a compiler and later runs find the kernel ready. A compiled
-# function is traced again when the shapes or dtypes of its inputs change.
+# `nn.gelu_approx` (checked). Its first call took {{ first_call_ms:.1f }} ms
+# against {{ steady_ms:.3f }} ms for later calls: the first call traces the
+# function and builds the fused kernel. On a Mac that is a Metal kernel; on the
+# Linux CPU build, MLX writes C++ source for the kernel, runs the system C++
+# compiler on it and keeps the library in a cache under the temporary directory,
+# so the very first run on a machine pays for a compiler and later runs find the
+# kernel ready. A compiled function is traced again when the shapes or dtypes of
+# its inputs change.
 #
 # Whether fusing pays depends on where the time goes, so measure it across sizes
 # (@fig-compile).
@@ -686,7 +711,7 @@ speedups = [e / c for e, c in zip(eager_us, compiled_us)]
 # %%
 #| echo: false
 #| label: fig-compile
-#| fig-cap: Time per call of the GELU approximation, plain and compiled, against the number of elements, measured on the machine that built this book. Where the lines are apart, one of the two is faster; on small arrays fixed per-operation costs dominate.
+#| fig-cap: Time per GELU call, eager and compiled, against array size.
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 ax.loglog(compile_sizes, eager_us, marker="o", label="eager (9 kernels)")
 ax.loglog(compile_sizes, compiled_us, marker="s", label="mx.compile (fused)")
@@ -697,23 +722,24 @@ ax.legend()
 # %% [markdown]
 # Compiled over eager, the speed-up was {{ speedups[0]:.2f }}× at
 # {{ compile_sizes[0]:, }} elements and {{ speedups[-1]:.2f }}× at
-# {{ compile_sizes[-1]:, }} elements on this {{ default_device }} run (below 1 means
-# the compiled function was slower). For small arrays, most of the time of the eager
-# version is per-operation overhead, and fusing nine operations into one removes most
-# of it. For large arrays the time goes to arithmetic and memory traffic. On a GPU
-# the fused kernel reads and writes the data once instead of nine times; on the
-# Linux CPU the fused kernel is a plain scalar loop, which can lose to MLX's own
-# vectorized element-wise kernels. So never assume `mx.compile` speeds things up:
-# measure, on the machine you care about, at the sizes you care about.
+# {{ compile_sizes[-1]:, }} elements on this {{ default_device }} run (below 1
+# means the compiled function was slower). For small arrays, most of the time of
+# the eager version is per-operation overhead, and fusing nine operations into
+# one removes most of it. For large arrays the time goes to arithmetic and
+# memory traffic. On a GPU the fused kernel reads and writes the data once
+# instead of nine times; on the Linux CPU the fused kernel is a plain scalar
+# loop, which can lose to MLX's own vectorized element-wise kernels. So never
+# assume `mx.compile` speeds things up: measure, on the machine you care about,
+# at the sizes you care about.
 
 # %% [markdown]
 # ## Memory figures
 #
 # Whether a model fits on your Mac is a question of bytes, and MLX reports them:
 # `mx.get_active_memory()` is what arrays hold now, `mx.get_peak_memory()` the
-# highest that has been since `mx.reset_peak_memory()`, and `mx.get_cache_memory()`
-# what MLX keeps from freed arrays to reuse. Allocate an array of known size and watch
-# the counters:
+# highest that has been since `mx.reset_peak_memory()`, and
+# `mx.get_cache_memory()` what MLX keeps from freed arrays to reuse. Allocate an
+# array of known size and watch the counters:
 
 # %%
 rows = pick(smoke=1024, book=4096)
@@ -733,11 +759,11 @@ print(f"block: {block.nbytes:,} B  before eval: {lazy_bytes:,} B  "
 
 # %% [markdown]
 # Before `mx.eval`, the {{ block.nbytes:, }}-byte array took {{ lazy_bytes:, }}
-# bytes: a lazy array has no storage yet. After evaluation, active memory grew by
-# {{ held_bytes:, }} bytes, the array's size. Computing `(block * 2).sum()` needed a
-# temporary as big as `block`, which is gone now but shows in the peak:
-# {{ peak_bytes:, }} bytes, about twice the array. Peaks like this, not the size of
-# the final results, decide whether a training step fits in memory.
+# bytes: a lazy array has no storage yet. After evaluation, active memory grew
+# by {{ held_bytes:, }} bytes, the array's size. Computing `(block * 2).sum()`
+# needed a temporary as big as `block`, which is gone now but shows in the peak:
+# {{ peak_bytes:, }} bytes, about twice the array. Peaks like this, not the size
+# of the final results, decide whether a training step fits in memory.
 
 # %%
 del block
@@ -756,20 +782,21 @@ assert freed_active < 1024 and cached >= rows * 1024 * 4
 assert mx.get_cache_memory() == 0
 
 # %% [markdown]
-# Deleting the last reference returns the memory from active to the cache, where MLX
-# reuses it for the next array of a similar size instead of asking the operating
-# system again; `mx.clear_cache()` hands it back. If memory seems not to fall after
-# you free a model, look at the cache before you look for a leak.
+# Deleting the last reference returns the memory from active to the cache, where
+# MLX reuses it for the next array of a similar size instead of asking the
+# operating system again; `mx.clear_cache()` hands it back. If memory seems not
+# to fall after you free a model, look at the cache before you look for a leak.
 
 # %% [markdown]
 # ## Random numbers
 #
-# Reproducible runs need reproducible random numbers: the same initial weights, the
-# same batches, the same samples. MLX offers two ways. `mx.random.seed(s)` resets a
-# global generator, which is convenient. An explicit key, `mx.random.key(s)`, passed as
-# `key=` to any sampling function, makes the numbers depend on nothing but that key,
-# which is robust: a function that draws with its own key does not shift the numbers
-# that the rest of the program draws.
+# Reproducible runs need reproducible random numbers: the same initial weights,
+# the same batches, the same samples. MLX offers two ways. `mx.random.seed(s)`
+# resets a global generator, which is convenient. An explicit key,
+# `mx.random.key(s)`, passed as `key=` to any sampling function, makes the
+# numbers depend on nothing but that key, which is robust: a function that draws
+# with its own key does not shift the numbers that the rest of the program
+# draws.
 
 # %%
 mx.random.seed(42)
@@ -795,21 +822,22 @@ assert not mx.array_equal(
 )
 
 # %% [markdown]
-# A key is a small uint32 array. Re-seeding gives the same normal numbers, the same
-# key gives the same uniform numbers twice, and `mx.random.split` derives new,
-# independent keys from one, so each part of a program (initialization, data
-# shuffling, sampling) can own its stream. Never reuse a key for two purposes you
-# want to be independent: reused keys give the same numbers, on purpose.
+# A key is a small uint32 array. Re-seeding gives the same normal numbers, the
+# same key gives the same uniform numbers twice, and `mx.random.split` derives
+# new, independent keys from one, so each part of a program (initialization,
+# data shuffling, sampling) can own its stream. Never reuse a key for two
+# purposes you want to be independent: reused keys give the same numbers, on
+# purpose.
 
 # %% [markdown]
 # ## Measured matmul throughput
 #
-# Almost all of an LLM's arithmetic is matrix multiplication, so the speed of one
-# product is the best single number for what your machine can train. The rest of this
-# module measures it. Multiplying two $n \times n$ matrices takes $n^3$ multiplications
-# and $n^3$ additions, $2n^3$ floating-point operations (FLOPs); divide by the measured
-# time to get FLOP/s. The function draws its matrices with its own key, for the reason
-# you just saw.
+# Almost all of an LLM's arithmetic is matrix multiplication, so the speed of
+# one product is the best single number for what your machine can train. The
+# rest of this module measures it. Multiplying two $n \times n$ matrices takes
+# $n^3$ multiplications and $n^3$ additions, $2n^3$ floating-point operations
+# (FLOPs); divide by the measured time to get FLOP/s. The function draws its
+# matrices with its own key, for the reason you just saw.
 
 # %%
 #| export
@@ -856,8 +884,8 @@ assert mx.array_equal(undisturbed, after_benchmark)
 assert gflops_1024 > 0
 
 # %% [markdown]
-# The benchmark left the global random numbers untouched (checked). @fig-matmul runs
-# it over a range of sizes and three dtypes.
+# The benchmark left the global random numbers untouched (checked). @fig-matmul
+# runs it over a range of sizes and three dtypes.
 
 # %%
 float32_sizes = pick(smoke=[64, 128, 256], book=[64, 128, 256, 512, 1024, 2048])
@@ -873,33 +901,34 @@ best_half = max(throughput["float16"] + throughput["bfloat16"])
 # %%
 #| echo: false
 #| label: fig-matmul
-#| fig-cap: Measured matrix-product throughput against matrix size on the machine that built this book. Small products cannot keep the hardware busy; the curve flattens where arithmetic, not overhead, sets the pace. Run the chapter on your Mac to draw your own.
+#| fig-cap: Measured matmul throughput against size, per dtype, this machine.
 fig, ax = plt.subplots(figsize=(5.5, 3.4))
 for name, values in throughput.items():
     sizes = float32_sizes if name == "float32" else half_sizes
-    ax.semilogx(sizes, values, marker="o", label=name, base=2)
+    ax.loglog(sizes, values, marker="o", label=name, base=2)
 ax.set_xlabel("matrix size n (n × n by n × n)")
 ax.set_ylabel("throughput (GFLOP/s)")
 ax.legend()
 
 # %% [markdown]
-# On this run float32 peaked at {{ best_float32:,.1f }} GFLOP/s and the 16-bit types
-# at {{ best_half:,.1f }} GFLOP/s. Small products are slow for the same reason small
-# element-wise operations were: fixed costs per call dominate until $n$ is a few
-# hundred. The 16-bit curves say something about the machine, not about the types: on
-# a Mac, half precision is the fast path (the GPU computes it natively and it moves
-# half the bytes), while MLX's Linux CPU build does not hand float16 and bfloat16
-# products to BLAS but computes them with a much slower generic loop; on such a build
-# they are measured here only up to $n =$ {{ half_sizes[-1] }}, where they already
-# take much longer than float32. Which dtype to train in is therefore a question for
-# your machine, and chapter by chapter the book measures before it chooses.
+# On this run float32 peaked at {{ best_float32:,.1f }} GFLOP/s and the 16-bit
+# types at {{ best_half:,.1f }} GFLOP/s. Small products are slow for the same
+# reason small element-wise operations were: fixed costs per call dominate until
+# $n$ is a few hundred. The 16-bit curves say something about the machine, not
+# about the types: on a Mac, half precision is the fast path (the GPU computes
+# it natively and it moves half the bytes), while MLX's Linux CPU build does not
+# hand float16 and bfloat16 products to BLAS but computes them with a much
+# slower generic loop; on such a build they are measured here only up to $n =$
+# {{ half_sizes[-1] }}, where they already take much longer than float32. Which
+# dtype to train in is therefore a question for your machine, and chapter by
+# chapter the book measures before it chooses.
 #
 # @tbl-machine is what `describe_machine()` returned during this run, with the
 # benchmark at the largest size it measured.
 
 # %%
 #| label: tbl-machine
-#| tbl-cap: The machine that built this copy of the book, as reported by `mlxllm.hardware.describe_machine()` during the run.
+#| tbl-cap: The machine that ran this chapter, from `describe_machine()`.
 machine = describe_machine()
 machine[f"float32 matmul, n = {float32_sizes[-1]}"] = (
     f"{throughput['float32'][-1]:,.1f} GFLOP/s"
@@ -909,21 +938,23 @@ Table(list(machine.items()), ["property", "value"])
 # %% [markdown]
 # ## MLX, PyTorch and NumPy side by side
 #
-# Much LLM code you will read is written in PyTorch, and much numerical code in NumPy.
-# The table maps the calls this book uses; the next cell checks a few of them.
+# Much LLM code you will read is written in PyTorch, and much numerical code in
+# NumPy. The table maps the calls this book uses; the next cell checks a few of
+# them.
 #
 # | task | NumPy | MLX | PyTorch |
 # |---|---|---|---|
 # | create | `np.array([1, 2])` | `mx.array([1, 2])` | `torch.tensor([1, 2])` |
-# | random | `rng.normal(size=(2, 3))` | `mx.random.normal((2, 3))` | `torch.randn(2, 3)` |
+# | random | `rng.normal(size=n)` | `mx.random.normal([n])` | `torch.randn(n)` |
 # | default float | float64 | float32 | float32 |
-# | cast | `x.astype(np.float16)` | `x.astype(mx.float16)` | `x.to(torch.float16)` |
+# | cast | `x.astype(np.int32)` | `x.astype(mx.int32)` | `x.to(torch.int32)` |
 # | matmul | `a @ b` | `a @ b` | `a @ b` |
 # | reshape | `x.reshape(2, -1)` | `x.reshape(2, -1)` | `x.reshape(2, -1)` |
-# | transpose | `x.transpose(1, 0, 2)` | `x.transpose(1, 0, 2)` | `x.permute(1, 0, 2)` |
+# | permute axes | `x.transpose(2, 0, 1)` | the same | `x.permute(2, 0, 1)` |
+# | swap axes | `x.swapaxes(0, 1)` | `x.swapaxes(0, 1)` | `x.transpose(0, 1)` |
 # | indexing | `x[:, 0]`, `x[idx]` | `x[:, 0]`, `x[idx]` | `x[:, 0]`, `x[idx]` |
-# | update | `x[i] = v` (views see it) | `x[i] = v` (views do not) | `x[i] = v`, `x.add_(1)` |
-# | scatter-add | `np.add.at(x, i, v)` | `x.at[i].add(v)` | `x.index_add_(0, i, v)` |
+# | update | `x[i] = v` writes | `x[i] = v` rebinds | `x[i] = v` writes |
+# | add at | `np.add.at(x, i, v)` | `x.at[i].add(v)` | `x.index_add_(0, i, v)` |
 # | autograd | none | `mx.grad(f)(x)` | `loss.backward()`, `x.grad` |
 # | modules | none | `nn.Module` | `torch.nn.Module` |
 # | parameters | none | nested dict | iterator of tensors |
@@ -933,14 +964,15 @@ Table(list(machine.items()), ["property", "value"])
 # | compile | none | `mx.compile(f)` | `torch.compile(f)` |
 # | to NumPy | itself | `np.array(x)` | `x.numpy()` |
 #
-# The row that trips people up is the update. In NumPy and PyTorch, `x[i] = v` writes
-# into memory, and every view of that memory (a slice, a reshape) sees the change;
-# PyTorch's autograd then has to check that no value it saved for the backward pass
-# was overwritten. MLX arrays are immutable values. `x[i] = v` builds a new array and
-# rebinds the Python object `x` to it; a slice taken earlier, or any result computed
-# from the old `x`, keeps the old values. That is what makes function transformations
-# and lazy graphs safe, and why keeping `initial` above was enough to restart training.
-# For repeated indices, `x[idx] += 1` adds once per distinct index, as in NumPy, while
+# The row that trips people up is the update. In NumPy and PyTorch, `x[i] = v`
+# writes into memory, and every view of that memory (a slice, a reshape) sees
+# the change; PyTorch's autograd then has to check that no value it saved for
+# the backward pass was overwritten. MLX arrays are immutable values. `x[i] = v`
+# builds a new array and rebinds the Python object `x` to it; a slice taken
+# earlier, or any result computed from the old `x`, keeps the old values. That
+# is what makes function transformations and lazy graphs safe, and why keeping
+# `initial` above was enough to restart training. For repeated indices,
+# `x[idx] += 1` adds once per distinct index, as in NumPy, while
 # `x.at[idx].add(1)` accumulates every occurrence, like `np.add.at`.
 
 # %%
@@ -997,18 +1029,22 @@ assert numpy_window.tolist() == [50, 2, 3]
 #
 # You now know the MLX this book uses:
 #
-# - arrays and dtypes, and what float16 and bfloat16 trade: bfloat16 keeps float32's
-#   range and gives up precision, float16 the reverse;
-# - lazy evaluation: operations build a graph, `mx.eval` runs it, and any timing or
-#   memory figure must evaluate inside the measured region;
-# - devices on unified memory: operations, not arrays, are placed with `stream=`;
+# - arrays and dtypes, and what float16 and bfloat16 trade: bfloat16 keeps
+#   float32's range and gives up precision, float16 the reverse;
+# - lazy evaluation: operations build a graph, `mx.eval` runs it, and any timing
+#   or memory figure must evaluate inside the measured region;
+# - devices on unified memory: operations, not arrays, are placed with
+#   `stream=`;
 # - `mx.grad` and `mx.value_and_grad`, checked against calculus and finite
 #   differences;
-# - `nn.Module` parameter trees, `tree_flatten`, freezing, and `nn.value_and_grad`;
-# - optimizers, and why the book turns on AdamW's bias correction, which MLX leaves
-#   off by default;
-# - `mx.compile`, which fuses operations and must be measured, not assumed, to help;
-# - memory counters, explicit random keys, and how MLX maps to NumPy and PyTorch.
+# - `nn.Module` parameter trees, `tree_flatten`, freezing, and
+#   `nn.value_and_grad`;
+# - optimizers, and why the book turns on AdamW's bias correction, which MLX
+#   leaves off by default;
+# - `mx.compile`, which fuses operations and must be measured, not assumed, to
+#   help;
+# - memory counters, explicit random keys, and how MLX maps to NumPy and
+#   PyTorch.
 #
 # The chapter exported `mlxllm.hardware`: `median_seconds` for timing MLX code
 # honestly, `matmul_gflops` for the throughput of a matrix product, and
@@ -1018,28 +1054,30 @@ assert numpy_window.tolist() == [50, 2, 3]
 # %% [markdown]
 # ## Exercises
 #
-# **2.1 ★ Adding in half precision.** Starting from zero, add 0.01 one thousand times
-# in float32, float16 and bfloat16 (cast after every addition). Which totals are far
-# from 10, and why does bfloat16 stop growing? What does this say about where a model
-# trained in bfloat16 should keep its running sums?
+# **2.1 ★ Adding in half precision.** Starting from zero, add 0.01 one
+# thousand times in float32, float16 and bfloat16 (cast after every
+# addition). Which totals are far from 10, and why does bfloat16 stop
+# growing? What does this say about where a model trained in bfloat16
+# should keep its running sums?
 #
 # **2.2 ★ Second derivatives.** Use `mx.grad(mx.grad(f))` to get $f''$ for
-# $f(x) = x^3 \sin x$, and check it against the analytic second derivative at a few
-# points.
+# $f(x) = x^3 \sin x$, and check it against the analytic second derivative
+# at a few points.
 #
-# **2.3 ★★ Matrix times vector.** Write `matvec_gflops(n)`, the throughput of an
-# $n \times n$ matrix times a vector ($2n^2$ FLOPs), using `median_seconds`. Compare it
-# with `matmul_gflops(n)` for a few sizes. Explain the gap by counting bytes read per
-# FLOP in each case. Which of the two does generating text one token at a time
-# resemble?
+# **2.3 ★★ Matrix times vector.** Write `matvec_gflops(n)`, the throughput
+# of an $n \times n$ matrix times a vector ($2n^2$ FLOPs), using
+# `median_seconds`. Compare it with `matmul_gflops(n)` for a few sizes.
+# Explain the gap by counting bytes read per FLOP in each case. Which of
+# the two does generating text one token at a time resemble?
 #
-# **2.4 ★★ Learning rates with and without bias correction.** Sweep the learning rate
-# of AdamW on this chapter's sine-fitting problem, with and without bias correction,
-# and plot the final loss against the learning rate. By about what factor do the two
-# best learning rates differ, and how does that relate to @fig-adam-ratio?
+# **2.4 ★★ Learning rates with and without bias correction.** Sweep the
+# learning rate of AdamW on this chapter's sine-fitting problem, with and
+# without bias correction, and plot the final loss against the learning
+# rate. By about what factor do the two best learning rates differ, and
+# how does that relate to @fig-adam-ratio?
 #
-# **2.5 ★★★ Adam from scratch.** Write AdamW with bias correction yourself, as a
-# function that maps a parameter tree, a gradient tree and a state tree to new ones
-# with `mlx.utils.tree_map`. Train the MLP with it and with
-# `optim.AdamW(bias_correction=True)` from the same start, and show that the
-# parameters agree to float32 rounding after many steps.
+# **2.5 ★★★ Adam from scratch.** Write AdamW with bias correction
+# yourself, as a function that maps a parameter tree, a gradient tree and
+# a state tree to new ones with `mlx.utils.tree_map`. Train the MLP with
+# it and with `optim.AdamW(bias_correction=True)` from the same start, and
+# show that the parameters agree to float32 rounding after many steps.

@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlxllm.book import PROFILES
@@ -28,8 +29,26 @@ def _chapters(names: list[str], book: Path) -> list[Chapter]:
     return [read_chapter(Path(n)) for n in names]
 
 
-def build_pdf(book: Path, build: Path, profile: str, jobs: int, use_cache: bool = True) -> Path:
-    """Execute every chapter, render the HTML site and the PDF; return the PDF path."""
+@dataclass
+class BuildReport:
+    """What a PDF build produced and where its time went."""
+
+    pdf: Path
+    pages: int
+    executed: int
+    execute_seconds: float
+    html_seconds: float
+    pdf_seconds: float
+
+    def __str__(self) -> str:
+        return (f"{self.pdf}: {self.pages} pages; {self.executed} chapters run "
+                f"({self.execute_seconds:.1f} s), html {self.html_seconds:.1f} s, pdf "
+                f"{self.pdf_seconds:.1f} s ({self.pdf_seconds / self.pages:.3f} s/page)")
+
+
+def build_pdf(book: Path, build: Path, profile: str, jobs: int,
+              use_cache: bool = True) -> BuildReport:
+    """Execute every chapter, render the HTML site, then the PDF."""
     from mlxllm.press.pdf import write_pdf
     from mlxllm.press.render import render_book
 
@@ -42,10 +61,8 @@ def build_pdf(book: Path, build: Path, profile: str, jobs: int, use_cache: bool 
     pdf = build / "book.pdf"
     pages = write_pdf(html_path, pdf)
     done = time.perf_counter()
-    print(f"{pdf}: {pages} pages (execute {ran - started:.1f} s, html "
-          f"{rendered - ran:.1f} s, pdf {done - rendered:.1f} s = "
-          f"{(done - rendered) / pages:.3f} s/page)")
-    return pdf
+    return BuildReport(pdf, pages, sum(not e.from_cache for e in executed),
+                       ran - started, rendered - ran, done - rendered)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             execute(_chapters(args.chapters, args.book), profile, args.build / "cache",
                     ROOT, jobs=jobs, use_cache=not args.no_cache)
         else:
-            build_pdf(args.book, args.build, profile, jobs, use_cache=not args.no_cache)
+            print(build_pdf(args.book, args.build, profile, jobs, use_cache=not args.no_cache))
     except (ChapterFormatError, ChapterRunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from mlxllm.press.read import INLINE_EXPR, Chapter
+from mlxllm.press.read import Chapter, inline_matches
 
 PACKAGE = Path(__file__).resolve().parents[1]
 PRESS_FILES = ("kernel.py", "read.py", "book.mplstyle")
@@ -108,7 +108,7 @@ def cache_key(chapter: Chapter, profile: str, upstream: dict[str, str]) -> str:
     for cell in chapter.cells:
         if cell.kind == "code":
             code_cells_before += 1
-        for match in INLINE_EXPR.finditer(cell.source if cell.kind == "markdown" else ""):
+        for match in inline_matches(cell.source if cell.kind == "markdown" else ""):
             add("inline", f"{code_cells_before}:{match['expr'].strip()}")
     code = "\n".join(c.source for c in chapter.code_cells)
     for path in module_closure(code):

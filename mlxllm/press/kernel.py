@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import mlxllm  # noqa: F401  (loads OpenBLAS before mlx.core on Linux)
-from mlxllm.press.read import INLINE_EXPR, Cell, Chapter, read_chapter
+from mlxllm.press.read import Cell, Chapter, inline_matches, read_chapter
 
 STYLE = Path(__file__).with_name("book.mplstyle")
 
@@ -120,7 +120,7 @@ def run_code_cell(chapter: Chapter, cell: Cell, namespace: dict, plt: Any) -> li
 def inline_values(chapter: Chapter, cell: Cell, namespace: dict) -> list[str]:
     """Evaluate and format each `{{ expr[:spec] }}` in a markdown cell."""
     values = []
-    for match in INLINE_EXPR.finditer(cell.source):
+    for match in inline_matches(cell.source):
         text = match["expr"].strip()
         line = cell.line + cell.source[: match.start()].count("\n")
         expression, spec = text, ""

@@ -15,6 +15,7 @@ CELL_MARKER = re.compile(r"^# %%(?P<rest>.*)$")
 # `#| key: value`, or nbdev's `#| default_exp model` without the colon
 OPTION_LINE = re.compile(r"^#\|\s*(?P<key>[A-Za-z_][\w-]*)(?:(?:\s*:\s*|\s+)(?P<value>.*?))?\s*$")
 INLINE_EXPR = re.compile(r"\{\{(?P<expr>.+?)\}\}")
+CODE_SPAN = re.compile(r"```.*?```|`[^`\n]+`", re.S)
 LABEL_KINDS = ("fig", "tbl", "lst")
 MAX_CODE_COLUMNS = 80
 
@@ -101,13 +102,12 @@ class Chapter:
     def code_cells(self) -> list[Cell]:
         return [c for c in self.cells if c.kind == "code"]
 
-    def inline_expressions(self) -> list[tuple[int, str]]:
-        """(cell index, expression) for every `{{ expr }}` in the prose, in order."""
-        found = []
-        for index, cell in enumerate(self.cells):
-            if cell.kind == "markdown":
-                found += [(index, m["expr"].strip()) for m in INLINE_EXPR.finditer(cell.source)]
-        return found
+
+def inline_matches(text: str) -> list[re.Match]:
+    """The `{{ expr }}` in prose, except those shown literally inside `code`."""
+    code = [m.span() for m in CODE_SPAN.finditer(text)]
+    return [m for m in INLINE_EXPR.finditer(text)
+            if not any(start <= m.start() < end for start, end in code)]
 
 
 def _markdown_text(lines: list[str]) -> str:

@@ -22,7 +22,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
 from mlxllm.press.execute import Executed
-from mlxllm.press.read import INLINE_EXPR, Cell, Chapter, ChapterFormatError
+from mlxllm.press.read import CODE_SPAN, Cell, Chapter, ChapterFormatError, inline_matches
 
 CSS = Path(__file__).with_name("book.css")
 BOOK_TITLE = "Build a Large Language Model from Scratch"
@@ -35,7 +35,6 @@ MATH_PX = 14.5
 KIND_NAMES = {"fig": "Figure", "tbl": "Table", "lst": "Listing", "eq": "Equation"}
 DISPLAY_MATH = re.compile(r"\$\$(?P<tex>.+?)\$\$(?:\s*\{#(?P<label>eq-[\w-]+)\})?", re.S)
 INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\s)(?P<tex>[^$\n]+?)(?<!\s)\$(?!\d)")
-CODE_SPAN = re.compile(r"```.*?```|`[^`\n]+`", re.S)
 CROSS_REF = re.compile(r"(?<![\w@])@(?P<label>(?:fig|tbl|lst|eq)-[\w-]*[\w])")
 SLOT = "\ue000{}\ue001"  # private-use marks: Markdown strips \x02/\x03
 SLOT_RE = re.compile("\ue000(\\d+)\ue001")
@@ -180,7 +179,9 @@ class ChapterRenderer:
         def line_of(position: int) -> int:
             return text[:position].count("\n")
 
-        text = INLINE_EXPR.sub(lambda m: html.escape(next(self.inline_values)), text)
+        for match in reversed(inline_matches(text)):  # right to left keeps offsets
+            text = text[: match.start()] + "\ue002" + text[match.end():]
+        text = re.sub("\ue002", lambda m: html.escape(next(self.inline_values)), text)
         text = CODE_SPAN.sub(lambda m: keep(m[0]) if m[0].startswith("```") else
                              keep(f"<code>{html.escape(m[0][1:-1])}</code>"), text)
 

@@ -1,0 +1,122 @@
+# %% [markdown]
+# # Preface
+#
+# This book builds a large language model from nothing but Python, a little linear
+# algebra and Apple's MLX, and every line of code that builds it ran while the book
+# was made. You will not find a listing here that was pasted in from somewhere, or an
+# output typed by hand: each number, table and figure under a listing is what that
+# listing printed or drew when this copy was built.
+#
+# ## Who this book is for
+#
+# You are a programmer. You read Python fluently, you remember what a matrix product
+# is, and you have used NumPy at least a little. You may have called a language model
+# through an API, or run one locally, and you want to know what happens inside: not
+# as a diagram with arrows, but as code you wrote, ran and can change. You own a
+# MacBook, which is all the hardware the book needs.
+#
+# You do not need a background in machine learning. Each idea is introduced when the
+# code needs it, shown working on a small example, and checked: a shape, an equality
+# with a library's version, a loss that falls, a memory figure that drops.
+#
+# ## What you will build
+#
+# Chapter by chapter you build the parts of a GPT-style model and the tools around it:
+#
+# - a byte-level BPE tokenizer, trained on your own text;
+# - token embeddings and positional encodings, including rotary embeddings;
+# - scaled dot-product attention, multi-head attention and the transformer block;
+# - the GPT model, with a parameter and FLOP count you can check;
+# - a training loop that fits on a laptop: AdamW with a warmup-and-cosine schedule,
+#   gradient clipping, checkpoints that resume, gradient accumulation, activation
+#   checkpointing and bfloat16;
+# - sampling with temperature, top-k and a KV cache;
+# - evaluation, debugging, data-parallel training across processes, and fine-tuning.
+#
+# You finish with a model trained on Shakespeare that you can talk to from the
+# command line. Everything you build is also a Python package, `mlxllm`: the chapters
+# are its source, so the code you read is the code you later import.
+#
+# ## How to use this book
+#
+# Clone the repository and run two commands:
+#
+# ```
+# make pdf     # runs every chapter and typesets build/book.pdf
+# make test    # runs every chapter in a fast profile, plus the unit tests
+# ```
+#
+# The first `make` creates a virtual environment in `.venv` and installs the package
+# and its dependencies into it; nothing else needs to be set up by hand. If a system
+# library is missing (the PDF needs Pango: `brew install pango` on a Mac), `make`
+# stops and names it.
+#
+# **Profiles.** Everything that costs time (training steps, model sizes, benchmark
+# repeats) is chosen per *profile* with one helper, `pick`. The `smoke` profile
+# runs each chapter in seconds and only proves that the code works; `make test` uses
+# it. The `book` profile is what `make pdf` runs and what this copy shows: minutes per
+# chapter on a laptop. The `full` profile is for your own long runs, such as the
+# 10-million-parameter Shakespeare model; where the book talks about a `full` run it
+# shows the command and says that the run was not made for the book.
+
+# %%
+import mlxllm  # noqa: F401  (on Linux: load the fast system BLAS first)
+from mlxllm.book import pick, profile
+
+steps = pick(smoke=20, book=2000, full=5000)
+print(f"profile {profile()!r}: {steps} training steps")
+
+# %% [markdown]
+# **A chapter is a script and a notebook.** Each chapter is a plain Python file in
+# `book/`, in the "percent" format of jupytext: prose lives in comment cells, code in
+# code cells. You can run a chapter top to bottom as a script,
+#
+# ```
+# MLXLLM_PROFILE=smoke .venv/bin/python book/01_map.py
+# ```
+#
+# or open it as a notebook and run it cell by cell beside the PDF:
+#
+# ```
+# .venv/bin/jupytext --to notebook book/02_mlx.py   # writes book/02_mlx.ipynb
+# ```
+#
+# A cell marked *exported to mlxllm/…* in the margin above it becomes part of the
+# package: `make export` copies those cells into `mlxllm/`, and later chapters import
+# them. If you change such a cell, run `make export` and the rest of the book uses
+# your version.
+#
+# **Exercises.** Each chapter ends with exercises marked ★ (minutes), ★★ (an hour)
+# or ★★★ (a small project). Their solutions are in the appendix, and they run like
+# every other chapter, so they are tested too.
+#
+# ## What you need
+#
+# A Mac with Apple silicon and 8 GB of memory runs every chapter; 16 GB gives the
+# `full` profile room to breathe. MLX runs your arrays on the Mac's GPU through Metal,
+# in memory that the CPU shares. The book also builds on Linux, where `mlx[cpu]` runs
+# on the processor: that is how it is tested, and it is slower but gives the same
+# results. This copy was built on the machine below; where a chapter reports a time
+# or a speed, it is this machine's.
+
+# %%
+#| echo: false
+#| label: tbl-build-machine
+#| tbl-cap: The machine that built this copy of the book, as `mlxllm doctor` reports it.
+from mlxllm.book import Table
+from mlxllm.hardware import describe_machine
+
+machine = describe_machine()
+Table(list(machine.items()), ["", "this build"])
+
+# %% [markdown]
+# ## How this book is made
+#
+# The chapters are executed by a small toolchain that ships with the package
+# (`mlxllm/press`). It runs each chapter in a fresh process, in order, and keeps what
+# every cell printed, returned or drew; a number in a sentence is written in the source
+# as an expression, such as `{{ steps }}`, and filled in from the run (this build
+# used {{ steps }} steps for the example above). It then lays out the pages with
+# WeasyPrint. When a cell fails, the build stops and names the chapter file and line,
+# so a book with a broken listing cannot be printed. Results are cached per chapter
+# and rebuilt only when the code they depend on changes.
