@@ -143,6 +143,12 @@ def format_output(text: str) -> str:
     return "\n".join(html.escape(line) for line in lines)
 
 
+def caption_html(text: object) -> str:
+    """A caption's inline Markdown (code, emphasis) as HTML, without the paragraph."""
+    rendered = markdown.markdown(str(text), extensions=["smarty"])
+    return re.sub(r"^<p>|</p>$", "", rendered.strip())
+
+
 class ChapterRenderer:
     """Turns one executed chapter into an HTML <section>."""
 
@@ -246,7 +252,7 @@ class ChapterRenderer:
                 module = f"mlxllm/{self.chapter.default_exp}.py"
                 block = f'<div class="export-tag">exported to {module}</div>' + block
             if kind == "lst":
-                caption = html.escape(str(cell.options.get("lst-cap", "")))
+                caption = caption_html(cell.options.get("lst-cap", ""))
                 block = (f'<div class="listing" id="{label}"><div class="caption">'
                          f'<span class="capnum">{target.name}</span> {caption}</div>'
                          f"{block}</div>")
@@ -278,7 +284,7 @@ class ChapterRenderer:
             table = markdown.markdown(data["text/markdown"], extensions=["tables"])
             caption = ""
             if kind == "tbl" and target:
-                text = html.escape(str(cell.options.get("tbl-cap", "")))
+                text = caption_html(cell.options.get("tbl-cap", ""))
                 caption = (f'<figcaption><span class="capnum">{target.name}</span> '
                            f"{text}</figcaption>")
             anchor = f' id="{target.anchor}"' if kind == "tbl" and target else ""
@@ -294,7 +300,7 @@ class ChapterRenderer:
         caption = ""
         anchor = ""
         if target:
-            text = html.escape(str(cell.options.get("fig-cap", "")))
+            text = caption_html(cell.options.get("fig-cap", ""))
             caption = (f'<figcaption><span class="capnum">{target.name}</span> '
                        f"{text}</figcaption>")
             anchor = f' id="{target.anchor}"'
@@ -330,7 +336,7 @@ def table_of_contents(entries: list[tuple[Chapter, str, str, list[tuple[str, str
     rows = []
     for chapter, anchor, number, sections in entries:
         roman = " roman" if chapter.part == "front" else ""
-        label = f'<span class="tocnum">{number}</span>' if number else '<span class="tocnum"></span>'
+        label = f'<span class="tocnum">{number}</span>'
         rows.append(f'<li class="toc-chapter{roman}"><a href="#{anchor}">{label}'
                     f"{html.escape(chapter.title)}</a></li>")
         for sec_anchor, sec_title in sections:
