@@ -266,11 +266,13 @@ def load_corpus(name: str = "tinyshakespeare") -> str:
     try:
         return download(url, cache_dir() / filename)
     except Exception as error:  # any failure gets the same instructions
+        looked = " or ".join(str(d) for d in search_dirs())
         raise CorpusNotFoundError(
-            f"could not download {url} ({error}).\n"
-            f"Put {filename} (sha256 {CORPUS_SHA256}) in either\n"
-            "  a directory you choose, named by $MLXLLM_DATA, or\n"
-            f"  {cache_dir()}\n"
+            f"{filename} is not in {looked} and could not be downloaded "
+            f"from {url} ({error}).\n"
+            f"Put {filename} (sha256 {CORPUS_SHA256}) in\n"
+            f"  {cache_dir()}, or\n"
+            "  any directory, and set MLXLLM_DATA to that directory.\n"
             f"A copy is at {CORPUS_URL}"
         ) from error
 

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import jupytext
 import pytest
+from pypdf import PdfReader
 
 from mlxllm.press.execute import ChapterRunError, execute
 from mlxllm.press.export import export, stale_modules
+from mlxllm.press.pdf import write_pdf
 from mlxllm.press.read import ChapterFormatError, read_book, read_chapter
 from mlxllm.press.render import format_output, render_book
 from tests.conftest import BOOK, FIXTURE_BOOK, ROOT
@@ -175,6 +177,18 @@ def test_fixture_book_renders_every_feature(book: Path, tmp_path: Path,
     assert "<code>{{ literal }}</code>" in page
     assert (tmp_path / "html" / "figures" / "01_first-1.svg").exists()
     assert "Text(" not in page, "a plotting call's return value is not an output"
+
+
+def test_eighty_column_listing_lines_fit_the_page(book: Path, tmp_path: Path,
+                                                   artifacts: Path) -> None:
+    executed = run(book, tmp_path / "cache")
+    pdf = tmp_path / "book.pdf"
+    write_pdf(render_book(executed, tmp_path / "html", "smoke"), pdf)
+    line = next(line for line in (book / "01_first.py").read_text().splitlines()
+                if line.startswith("eighty = "))
+    assert len(line) == 80
+    text = "\n".join(page.extract_text() for page in PdfReader(pdf).pages)
+    assert line in text, "an 80-column listing line was wrapped"
 
 
 def test_reference_to_unknown_label_names_file_and_line(book: Path, tmp_path: Path,
