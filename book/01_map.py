@@ -296,10 +296,11 @@ with tempfile.TemporaryDirectory() as empty_dir:
 print(offline_message)
 
 # %% [markdown]
-# Notice that the message fails fast (a refused connection, not a hang) and
-# carries everything needed to fix it without reading any code. The checks
-# below, hidden in the book, confirm the other two failure modes: a corrupted
-# copy is rejected by name, and an unknown corpus lists the known ones.
+# Notice that the call fails at once (a refused connection, not a hang) and
+# that the message carries everything you need to fix it without reading any
+# code. The checks below, hidden in the book, confirm the other two failure
+# modes: a corrupted copy is rejected by name, and an unknown corpus lists
+# the known ones.
 
 # %%
 #| echo: false
@@ -355,9 +356,9 @@ print(text[:230])
 # The corpus has {{ n_chars:, }} characters in {{ n_lines:, }} lines, and
 # since every character is plain ASCII it is also {{ n_bytes:, }} bytes.
 # The split leaves {{ n_train:, }} characters for training and
-# {{ n_val:, }} for validation. The excerpt shows
-# the format the model will have to learn: a speaker's name in capitals and a
-# colon on its own line, the speech below, a blank line between speakers.
+# {{ n_val:, }} for validation. The excerpt shows the format the model will
+# have to learn: a speaker's name and a colon on a line of its own, the
+# speech below, a blank line between speakers.
 
 # %%
 #| echo: false
@@ -395,18 +396,19 @@ print(repr("".join(chars)))
 print(encode("To be"))
 
 # %% [markdown]
-# The vocabulary has {{ vocab_size }} symbols: letters, punctuation, space
-# and newline. The assertion checks the round trip on the whole corpus:
-# decoding what you encoded gives back the exact text. A character tokenizer
-# is tiny and never meets a symbol it cannot encode inside this corpus, but it
-# makes sequences long: one token per character. Chapter 3 builds byte-level
-# BPE, which spends a larger vocabulary to get shorter sequences.
+# The vocabulary has {{ vocab_size }} symbols, mostly letters and
+# punctuation, plus space and newline. The assertion checks the round trip on
+# the whole corpus: decoding what you encoded gives back the exact text. A
+# character tokenizer is tiny and never meets a symbol it cannot encode
+# inside this corpus, but it makes sequences long: one token per character.
+# Chapter 3 builds byte-level BPE, which spends a larger vocabulary to get
+# shorter sequences.
 #
 # ### Batches: windows and their shifted twins
 #
 # Training shows the model many random windows of text at once. For each
-# window `x`, the targets `y` are the same window shifted one character to the
-# right, so every position carries its own example: given the characters up
+# window `x`, the targets `y` are the window that starts one character
+# later, so every position carries its own example: given the characters up
 # to here, predict the next one. A window of $T$ characters is $T$ training
 # examples for the price of one forward pass.
 
@@ -512,11 +514,9 @@ print(f"{n_params:,} parameters")
 # gave to the character that really came next, averaged over every position.
 # It is measured in nats (natural-log units) per character, the unit this
 # book quotes everywhere. It also tells you what "knowing nothing" looks like.
-# A model that spreads its bets evenly over all {{ vocab_size }} characters
-# gives each a probability of $1/{{ vocab_size }}$, for a loss of
-# $\ln {{ vocab_size }} \approx {{ uniform_loss:.2f }}$ nats. An untrained
-# model should be close to that; one far above it is confidently wrong,
-# which usually means a bug in the initialization.
+# A model that spreads its bets evenly over all $V$ characters gives each a
+# probability of $1/V$, for a loss of $\ln V$ nats. An untrained model
+# should be close to that, so it is the first thing to check.
 
 # %%
 def loss_fn(model: nn.Module, x: mx.array, y: mx.array) -> mx.array:
@@ -544,6 +544,12 @@ print(f"untrained: {initial_val_loss:.2f}, uniform: {uniform_loss:.2f}")
 assert abs(initial_val_loss - uniform_loss) < 0.5
 
 # %% [markdown]
+# With $V$ = {{ vocab_size }}, the uniform guess scores
+# {{ uniform_loss:.2f }} nats and the untrained model
+# {{ initial_val_loss:.2f }}: close, as it should be. A loss far above
+# $\ln V$ at the start means the model is confidently wrong before it has
+# learned anything, which usually points to a bug in the initialization.
+#
 # ### Sampling
 #
 # To generate text, you run the model on what you have, take the scores of
@@ -580,7 +586,7 @@ print(sample("\n", 160))
 # last step matters in MLX: computations are *lazy*, recorded but not run
 # until a result is needed. `mx.eval` runs this step's work now; without it
 # the recorded graph would grow with every step until memory ran out. The
-# optimizer is AdamW (Loshchilov and Hutter, 2019), which adapts a step size
+# optimizer is AdamW (Loshchilov & Hutter, 2019), which adapts a step size
 # per weight; every so often the loop also estimates the loss on both splits.
 
 # %%
@@ -636,9 +642,9 @@ plt.legend()
 # which the model leaves behind early. At the end, the validation loss is
 # {{ final_val_loss - final_train_loss:.2f }} nats above the training loss;
 # that gap is the part of what the model learned that holds only for the
-# training text. The exponential of a loss,
-# its *perplexity*, reads as "the model is as unsure as a fair choice among
-# this many characters".
+# training text. @tbl-progress adds the exponential of the validation loss,
+# its *perplexity*, which reads as "the model is as unsure as a fair choice
+# among this many characters".
 
 # %%
 #| label: tbl-progress
@@ -719,6 +725,6 @@ print(sample("\n", 500))
 #    and 256. How does each scale with the context, and what does that mean
 #    for training with longer contexts?
 # 6. ★★★ Overfitting on purpose. Train the tiny GPT on only the first
-#    20,000 characters of the training text and plot both losses. When do
-#    they part, what does the model's output look like then, and which knobs
+#    10,000 characters of the training text and plot both losses. When do
+#    they part, how sure of itself is the model on new text, and which knobs
 #    (data, model size, steps) would you turn to bring them back together?

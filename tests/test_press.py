@@ -89,6 +89,25 @@ def test_long_listing_line_is_refused(tmp_path: Path) -> None:
         read_chapter(path)
 
 
+def test_quoted_name_bound_twice_is_refused(tmp_path: Path) -> None:
+    path = write_chapter(tmp_path, "01_twice.py", """
+        # %% [markdown]
+        # # Twice
+        #
+        # The loss is {{ loss:.2f }}.
+
+        # %%
+        loss = 1.0
+
+        # %%
+        for loss in [0.5, 0.25]:
+            pass
+    """)
+    with pytest.raises(ChapterFormatError, match=r"01_twice.py:10: 'loss' is quoted in "
+                                                 r"prose \(line 4\) but bound again"):
+        read_chapter(path)
+
+
 # executing -------------------------------------------------------------------------
 def test_failing_cell_reports_chapter_file_line_and_traceback(
         tmp_path: Path, artifacts: Path) -> None:

@@ -7,6 +7,7 @@ any error (a bad option, a long listing line, a failing cell) names file and lin
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,6 +250,49 @@ def _check_columns(path: Path, cell: Cell) -> None:
             )
 
 
+def _top_level_names(cell: Cell) -> set[str]:
+    """Names a code cell binds at module level (assignments, loops, defs, imports)."""
+    try:
+        tree = ast.parse(cell.code)
+    except SyntaxError:
+        return set()  # the kernel reports it with its line
+    names = set()
+    for node in tree.body:
+        targets: list[ast.AST] = []
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        elif isinstance(node, (ast.For, ast.With)):
+            targets = [node.target] if isinstance(node, ast.For) else [
+                item.optional_vars for item in node.items if item.optional_vars]
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        for target in targets:
+            names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+    return names
+
+
+def _check_quoted_names(path: Path, cells: list[Cell]) -> None:
+    """Prose is filled in after the run, so a quoted name must be bound in one cell."""
+    quoted = {}
+    for cell in cells:
+        if cell.kind == "markdown":
+            for match in inline_matches(cell.source):
+                for name in re.findall(r"(?<![.\w])[A-Za-z_]\w*", match["expr"].split(":")[0]):
+                    quoted.setdefault(name, cell.line + cell.source[: match.start()].count("\n"))
+    first_binding: dict[str, int] = {}
+    for cell in cells:
+        if not cell.runs:
+            continue
+        for name in _top_level_names(cell) & set(quoted):
+            if name in first_binding:
+                raise ChapterFormatError(
+                    path, cell.code_line,
+                    f"{name!r} is quoted in prose (line {quoted[name]}) but bound again "
+                    f"here after line {first_binding[name]}; prose is filled in after the "
+                    "run, so give the quoted value a name of its own")
+            first_binding[name] = cell.code_line
+
+
 def read_chapter(path: Path) -> Chapter:
     """Parse and check one chapter file."""
     path = Path(path)
@@ -264,6 +308,7 @@ def read_chapter(path: Path) -> Chapter:
             _parse_options(path, cell)
             _check_columns(path, cell)
     _check_options(path, cells)
+    _check_quoted_names(path, cells)
     return Chapter(path, cells)
 
 

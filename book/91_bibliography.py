@@ -1,0 +1,43 @@
+# %% [markdown]
+# # Bibliography
+#
+# The works the chapters cite as (Author, year), in alphabetical order. Figures quoted
+# from these sources are labelled as theirs in the text; every other number in the
+# book comes from this build's own runs.
+#
+# - **Bradbury et al., 2018.** James Bradbury, Roy Frostig, Peter Hawkins, Matthew
+#   James Johnson, Chris Leary, Dougal Maclaurin, George Necula, Adam Paszke, Jake
+#   VanderPlas, Skye Wanderman-Milne and Qiao Zhang. *JAX: composable transformations
+#   of Python+NumPy programs.* Software, 2018. <https://github.com/jax-ml/jax>
+# - **Brown et al., 2020.** Tom B. Brown et al. *Language Models are Few-Shot
+#   Learners.* Advances in Neural Information Processing Systems 33 (NeurIPS 2020).
+#   arXiv:2005.14165.
+# - **Hannun et al., 2023.** Awni Hannun, Jagrit Digani, Angelos Katharopoulos and
+#   Ronan Collobert. *MLX: Efficient and flexible machine learning on Apple silicon.*
+#   Software, 2023. <https://github.com/ml-explore/mlx>
+# - **Hendrycks & Gimpel, 2016.** Dan Hendrycks and Kevin Gimpel. *Gaussian Error
+#   Linear Units (GELUs).* arXiv:1606.08415, 2016.
+# - **Kalamkar et al., 2019.** Dhiraj Kalamkar et al. *A Study of BFLOAT16 for Deep
+#   Learning Training.* arXiv:1905.12322, 2019.
+# - **Karpathy, 2015.** Andrej Karpathy. *char-rnn: Multi-layer Recurrent Neural
+#   Networks for character-level language models.* Software, 2015; the source of the
+#   Tiny Shakespeare corpus. <https://github.com/karpathy/char-rnn>
+# - **Karpathy, 2022.** Andrej Karpathy. *nanoGPT: the simplest, fastest repository
+#   for training/finetuning medium-sized GPTs.* Software, 2022.
+#   <https://github.com/karpathy/nanoGPT>
+# - **Kingma & Ba, 2015.** Diederik P. Kingma and Jimmy Ba. *Adam: A Method for
+#   Stochastic Optimization.* International Conference on Learning Representations
+#   (ICLR 2015). arXiv:1412.6980.
+# - **Loshchilov & Hutter, 2019.** Ilya Loshchilov and Frank Hutter. *Decoupled
+#   Weight Decay Regularization.* International Conference on Learning
+#   Representations (ICLR 2019). arXiv:1711.05101.
+# - **Micikevicius et al., 2018.** Paulius Micikevicius et al. *Mixed Precision
+#   Training.* International Conference on Learning Representations (ICLR 2018).
+#   arXiv:1710.03740.
+# - **Okabe & Ito, 2008.** Masataka Okabe and Kei Ito. *Color Universal Design
+#   (CUD): How to make figures and presentations that are friendly to colorblind
+#   people.* 2008. The palette of every figure in this book.
+# - **Vaswani et al., 2017.** Ashish Vaswani, Noam Shazeer, Niki Parmar, Jakob
+#   Uszkoreit, Llion Jones, Aidan N. Gomez, Łukasz Kaiser and Illia Polosukhin.
+#   *Attention Is All You Need.* Advances in Neural Information Processing Systems 30
+#   (NeurIPS 2017). arXiv:1706.03762.
