@@ -147,7 +147,7 @@ def test_missing_corpus_stops_with_where_to_put_it(
     with pytest.raises(ChapterRunError) as error:
         execute([read_chapter(path)], "smoke", tmp_path / "cache", ROOT, log=quiet)
     message = str(error.value)
-    assert f"{path}:6: CorpusNotFoundError" in message
+    assert f"{path}:7: CorpusNotFoundError" in message
     assert str(tmp_path / "empty") in message and "tinyshakespeare.txt" in message
 
 

@@ -150,7 +150,8 @@ def run_chapter(chapter: Chapter) -> dict[str, Any]:
     count = 0
     for cell in chapter.cells:
         if cell.kind == "markdown":
-            cells.append({"cell_type": "markdown", "metadata": {}, "source": cell.source})
+            cells.append({"cell_type": "markdown", "id": f"cell-{len(cells)}",
+                          "metadata": {}, "source": cell.source})
             continue
         outputs: list[dict] = []
         seconds = 0.0
@@ -159,7 +160,8 @@ def run_chapter(chapter: Chapter) -> dict[str, Any]:
             start = time.perf_counter()
             outputs = run_code_cell(chapter, cell, namespace, plt)
             seconds = time.perf_counter() - start
-        cells.append({"cell_type": "code", "execution_count": count if cell.runs else None,
+        cells.append({"cell_type": "code", "id": f"cell-{len(cells)}",
+                      "execution_count": count if cell.runs else None,
                       "metadata": {"press": {"seconds": round(seconds, 3)}},
                       "outputs": outputs, "source": cell.source})
     for cell, record in zip(chapter.cells, cells):
