@@ -435,15 +435,9 @@ Table(
 # ## Chapter 2
 
 # %%
-import mlxllm  # noqa: F401  (first: on Linux it gives MLX a fast BLAS)
-import mlx.core as mx
-import mlx.nn as nn
-import mlx.optimizers as optim
-import matplotlib.pyplot as plt
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
-from mlxllm.book import Table, pick
 from mlxllm.hardware import matmul_gflops, median_seconds
 
 # %% [markdown]
