@@ -10,6 +10,7 @@ import jupytext
 import pytest
 from pypdf import PdfReader
 
+from mlxllm.press.__main__ import build_pdf
 from mlxllm.press.execute import ChapterRunError, execute
 from mlxllm.press.export import export, stale_modules
 from mlxllm.press.pdf import write_pdf
@@ -208,6 +209,19 @@ def test_eighty_column_listing_lines_fit_the_page(book: Path, tmp_path: Path,
     assert len(line) == 80
     text = "\n".join(page.extract_text() for page in PdfReader(pdf).pages)
     assert line in text, "an 80-column listing line was wrapped"
+
+
+def test_failed_build_keeps_the_last_pdf_and_leaves_no_partial_file(
+        book: Path, tmp_path: Path, artifacts: Path) -> None:
+    build = tmp_path / "build"
+    report = build_pdf(book, build, "smoke", jobs=2)
+    before = report.pdf.read_bytes()
+    chapter = book / "01_first.py"
+    chapter.write_text(chapter.read_text().replace("smoke=42", "smoke=1 / 0"))
+    with pytest.raises(ChapterRunError, match="01_first.py:17: ZeroDivisionError"):
+        build_pdf(book, build, "smoke", jobs=2)
+    assert report.pdf.read_bytes() == before
+    assert sorted(p.name for p in build.iterdir()) == ["book.pdf", "cache", "html"]
 
 
 def test_reference_to_unknown_label_names_file_and_line(book: Path, tmp_path: Path,
