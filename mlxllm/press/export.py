@@ -14,10 +14,10 @@ def module_sources(chapters: list[Chapter]) -> dict[str, str]:
     """Module name -> file text, from the export cells of the chapters in order."""
     parts: dict[str, list[tuple[Chapter, str]]] = defaultdict(list)
     for chapter in chapters:
-        module = chapter.default_exp
         for cell in chapter.code_cells:
-            if cell.options.get("export"):
-                parts[str(module)].append((chapter, cell.code))
+            module = chapter.export_module(cell)
+            if module:
+                parts[module].append((chapter, cell.code))
     sources = {}
     for module, pieces in parts.items():
         origins = sorted({f"book/{c.path.name}" for c, _ in pieces})

@@ -22,7 +22,8 @@ MAX_CODE_COLUMNS = 80
 
 BOOL_OPTIONS = ("echo", "output", "eval")
 TEXT_OPTIONS = ("label", "fig-cap", "tbl-cap", "lst-cap", "default_exp")
-FLAG_OPTIONS = ("export",)
+FLAG_OPTIONS = ("export",)  # `#| export`, or `#| export: module` for another module
+MODULE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 KNOWN_OPTIONS = BOOL_OPTIONS + TEXT_OPTIONS + FLAG_OPTIONS
 
 
@@ -98,6 +99,13 @@ class Chapter:
             if "default_exp" in cell.options:
                 return str(cell.options["default_exp"])
         return None
+
+    def export_module(self, cell: Cell) -> str | None:
+        """The mlxllm module a cell is exported to, or None when it is not exported."""
+        target = cell.options.get("export")
+        if target is None:
+            return None
+        return target if isinstance(target, str) else self.default_exp
 
     @property
     def code_cells(self) -> list[Cell]:
@@ -191,12 +199,13 @@ def _parse_options(path: Path, cell: Cell) -> None:
                 )
             cell.options[key] = value == "true"
         elif key in FLAG_OPTIONS:
-            if value:
+            if value and not MODULE_NAME.fullmatch(value):
                 raise ChapterFormatError(
-                    path, number, f"'#| {key}' takes no value; the module is set "
-                    "by '#| default_exp'"
+                    path, number, f"'#| {key}: {value}': {value!r} is not a module name "
+                    "(write '#| export' for the chapter's default_exp module, or "
+                    "'#| export: data' for mlxllm/data.py)"
                 )
-            cell.options[key] = True
+            cell.options[key] = value or True
         else:
             if not value:
                 raise ChapterFormatError(path, number, f"option {key!r} needs a value")
@@ -212,12 +221,12 @@ def _check_options(path: Path, chapter_cells: list[Cell]) -> None:
         if "default_exp" in options:
             if seen_exp:
                 raise ChapterFormatError(path, where, "'default_exp' given twice in one chapter")
-            if not re.fullmatch(r"[a-z_][a-z0-9_]*", str(options["default_exp"])):
+            if not MODULE_NAME.fullmatch(str(options["default_exp"])):
                 raise ChapterFormatError(
                     path, where, f"default_exp {options['default_exp']!r} is not a module name"
                 )
             seen_exp = True
-        if options.get("export") and not seen_exp:
+        if options.get("export") is True and not seen_exp:
             raise ChapterFormatError(
                 path, where, "'#| export' before any '#| default_exp': "
                 "name the module in the chapter's first code cell"

@@ -248,8 +248,9 @@ class ChapterRenderer:
             listing = highlight(cell.code, PythonLexer(), HtmlFormatter(nowrap=True))
             classes = "code" + ("" if cell.runs else " not-run")
             block = f'<pre class="{classes}">{listing}</pre>'
-            if cell.options.get("export"):
-                module = f"mlxllm/{self.chapter.default_exp}.py"
+            module = self.chapter.export_module(cell)
+            if module:
+                module = f"mlxllm/{module}.py"
                 block = f'<div class="export-tag">exported to {module}</div>' + block
             if kind == "lst":
                 caption = caption_html(cell.options.get("lst-cap", ""))
