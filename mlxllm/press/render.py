@@ -108,19 +108,21 @@ class MathRenderer:
         key = (tex, display)
         if key not in self.done:
             try:
-                formula = ziamath.Math.fromlatex(tex.strip(), size=MATH_PX)
+                formula = ziamath.Math.fromlatex(tex.strip(), size=MATH_PX,
+                                                 inline=not display, margin=0.5)
                 svg = formula.svg()
-                width, height = formula.getsize()
-                descent = formula.getyofst()
             except Exception as error:  # ziamath raises bare assertions on bad TeX
                 raise ChapterFormatError(
                     where[0], where[1], f"cannot typeset math ${tex}$ ({error!r})"
                 ) from None
+            box = re.match(r'<svg[^>]*viewBox="([-\d.]+) ([-\d.]+) ([\d.]+) ([\d.]+)"', svg)
+            width, height, top = float(box[3]), float(box[4]), float(box[2])
+            descent = height + top  # the viewBox starts `top` above the baseline
             name = hashlib.sha1(f"{tex}{display}".encode()).hexdigest()[:16] + ".svg"
             (self.out_dir / name).write_text(svg, encoding="utf-8")
             style = f"width:{width:.2f}px;height:{height:.2f}px"
             if not display:
-                style += f";vertical-align:{descent:.2f}px"
+                style += f";vertical-align:{-descent:.2f}px"
             css = "math display" if display else "math"
             self.done[key] = (
                 f'<img class="{css}" src="math/{name}" style="{style}" '
