@@ -447,10 +447,19 @@ assert mx.array_equal(x[:, 1:], y[:, :-1]).item()
 # the input (a *residual* connection), which keeps deep stacks trainable. The
 # causal mask stops each position from attending to positions after it, so
 # the model cannot peek at the character it must predict. The MLP uses ReLU,
-# which is cheap to compute on a CPU; GPT-2 uses GELU.
+# which is cheap to compute on a CPU; GPT-2 uses GELU. The cell is exported to
+# `mlxllm/tiny.py`, so that the exercises, and later chapters that compare
+# their models with this one, import it instead of copying it.
 
 # %%
+#| export: tiny
+import mlx.core as mx
+import mlx.nn as nn
+
+
 class Block(nn.Module):
+    """Pre-norm transformer block: attention, then a ReLU MLP, each residual."""
+
     def __init__(self, dims: int, heads: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(dims)
@@ -467,6 +476,8 @@ class Block(nn.Module):
 
 
 class TinyGPT(nn.Module):
+    """Chapter 1's miniature GPT, built from MLX's ready-made layers."""
+
     def __init__(self, vocab: int, context: int, dims: int, heads: int,
                  layers: int):
         super().__init__()

@@ -290,46 +290,12 @@ assert attention_growth > mlp_growth
 #
 # ### Exercise 1.6
 #
-# The tiny GPT of the chapter, repeated so that this solution runs on its
-# own, trains on only the first 10,000 characters of the training text.
+# The tiny GPT of the chapter, imported from `mlxllm.tiny`, trains on only the
+# first 10,000 characters of the training text.
 
 # %%
-class Block(nn.Module):
-    def __init__(self, dims: int, heads: int):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dims)
-        self.attention = nn.MultiHeadAttention(dims, heads)
-        self.norm2 = nn.LayerNorm(dims)
-        self.mlp = nn.Sequential(
-            nn.Linear(dims, 4 * dims), nn.ReLU(), nn.Linear(4 * dims, dims)
-        )
+from mlxllm.tiny import TinyGPT
 
-    def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
-        h = self.norm1(x)
-        x = x + self.attention(h, h, h, mask)
-        return x + self.mlp(self.norm2(x))
-
-
-class TinyGPT(nn.Module):
-    def __init__(self, vocab: int, context: int, dims: int, heads: int,
-                 layers: int):
-        super().__init__()
-        self.token_embedding = nn.Embedding(vocab, dims)
-        self.position_embedding = nn.Embedding(context, dims)
-        self.blocks = [Block(dims, heads) for _ in range(layers)]
-        self.norm = nn.LayerNorm(dims)
-        self.head = nn.Linear(dims, vocab)
-
-    def __call__(self, ids: mx.array) -> mx.array:
-        length = ids.shape[1]
-        x = self.token_embedding(ids)
-        x = x + self.position_embedding(mx.arange(length))
-        mask = nn.MultiHeadAttention.create_additive_causal_mask(length)
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.head(self.norm(x))
-
-# %%
 small_text = train_text[:10_000]
 small_ids = mx.array([stoi[ch] for ch in small_text])
 context, batch_size = 64, 32
@@ -559,23 +525,16 @@ assert rows[-1][2] < rows[-1][1]
 # and without bias correction, from the same initial weights. The average of
 # the last 20 losses is less noisy than the last one.
 
+# The chapter's `MLP` class is the same network as this `nn.Sequential`, which
+# saves writing a class for a model that only chains layers.
+
 # %%
-class MLP(nn.Module):
-    def __init__(self, d_in: int, d_hidden: int, d_out: int) -> None:
-        super().__init__()
-        self.hidden = nn.Linear(d_in, d_hidden)
-        self.out = nn.Linear(d_hidden, d_out)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return self.out(nn.relu(self.hidden(x)))
-
-
 def mse_loss(model: nn.Module, x: mx.array, y: mx.array) -> mx.array:
     return nn.losses.mse_loss(model(x), y)
 
 
 mx.random.seed(0)
-model = MLP(1, 64, 1)
+model = nn.Sequential(nn.Linear(1, 64), nn.ReLU(), nn.Linear(64, 1))
 initial = model.parameters()
 x_train = mx.linspace(-3, 3, 256)[:, None]
 y_train = mx.sin(x_train)
@@ -677,7 +636,7 @@ ch2_adam_steps = pick(smoke=50, book=300)
 lr = 5e-3
 model.update(initial)
 reference = optim.AdamW(learning_rate=lr, bias_correction=True)
-twin = MLP(1, 64, 1)
+twin = nn.Sequential(nn.Linear(1, 64), nn.ReLU(), nn.Linear(64, 1))
 twin_loss_and_grad = nn.value_and_grad(twin, mse_loss)
 ours = initial
 state = {"t": 0, "m": zeros_like_tree(initial), "v": zeros_like_tree(initial)}

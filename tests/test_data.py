@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from mlxllm.data import CORPUS_SHA256, CorpusNotFoundError, load_corpus, split_train_val
 
 SHARED = Path(os.environ.get("MLXLLM_DATA", Path(__file__).parents[2] / "shared" / "data"))
