@@ -92,11 +92,12 @@ print(f"profile {profile()!r}: {steps} training steps")
 #
 # ## What you need
 #
-# A Mac with Apple silicon and 8 GB of memory runs every chapter; 16 GB gives the
-# `full` profile room to breathe. MLX runs your arrays on the Mac's GPU through Metal,
+# A Mac with Apple silicon is all you need. The models are small on purpose, and
+# chapter 8 computes, from a formula it checks against measured peaks, how much
+# memory each one takes to train. MLX runs your arrays on the Mac's GPU through Metal,
 # in memory that the CPU shares. The book also builds on Linux, where `mlx[cpu]` runs
-# on the processor: that is how it is tested, and it is slower but gives the same
-# results. This copy was built on the machine below; where a chapter reports a time
+# on the processor: that is how it is tested. It is slower, and its results agree
+# with a Mac's up to floating-point rounding, not bit for bit. This copy was built on the machine below; where a chapter reports a time
 # or a speed, it is this machine's.
 
 # %%
