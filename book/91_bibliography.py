@@ -12,6 +12,8 @@
 # - **Brown et al., 2020.** Tom B. Brown et al. *Language Models are Few-Shot
 #   Learners.* Advances in Neural Information Processing Systems 33 (NeurIPS 2020).
 #   arXiv:2005.14165.
+# - **Gage, 1994.** Philip Gage. *A New Algorithm for Data Compression.* The C Users
+#   Journal 12(2), 1994. The original byte pair encoding, for compression.
 # - **Hannun et al., 2023.** Awni Hannun, Jagrit Digani, Angelos Katharopoulos and
 #   Ronan Collobert. *MLX: Efficient and flexible machine learning on Apple silicon.*
 #   Software, 2023. <https://github.com/ml-explore/mlx>
@@ -28,6 +30,11 @@
 # - **Kingma & Ba, 2015.** Diederik P. Kingma and Jimmy Ba. *Adam: A Method for
 #   Stochastic Optimization.* International Conference on Learning Representations
 #   (ICLR 2015). arXiv:1412.6980.
+# - **Kudo, 2018.** Taku Kudo. *Subword Regularization: Improving Neural Network
+#   Translation Models with Multiple Subword Candidates.* ACL 2018. arXiv:1804.10959.
+# - **Kudo & Richardson, 2018.** Taku Kudo and John Richardson. *SentencePiece: A
+#   simple and language independent subword tokenizer and detokenizer for Neural Text
+#   Processing.* EMNLP 2018 (system demonstrations). arXiv:1808.06226.
 # - **Loshchilov & Hutter, 2019.** Ilya Loshchilov and Frank Hutter. *Decoupled
 #   Weight Decay Regularization.* International Conference on Learning
 #   Representations (ICLR 2019). arXiv:1711.05101.
@@ -37,6 +44,12 @@
 # - **Okabe & Ito, 2008.** Masataka Okabe and Kei Ito. *Color Universal Design
 #   (CUD): How to make figures and presentations that are friendly to colorblind
 #   people.* 2008. The palette of every figure in this book.
+# - **Radford et al., 2019.** Alec Radford, Jeffrey Wu, Rewon Child, David Luan, Dario
+#   Amodei and Ilya Sutskever. *Language Models are Unsupervised Multitask Learners.*
+#   OpenAI, 2019 (the GPT-2 report; its byte-level BPE and split pattern).
+# - **Sennrich et al., 2016.** Rico Sennrich, Barry Haddow and Alexandra Birch.
+#   *Neural Machine Translation of Rare Words with Subword Units.* ACL 2016.
+#   arXiv:1508.07909.
 # - **Vaswani et al., 2017.** Ashish Vaswani, Noam Shazeer, Niki Parmar, Jakob
 #   Uszkoreit, Llion Jones, Aidan N. Gomez, Łukasz Kaiser and Illia Polosukhin.
 #   *Attention Is All You Need.* Advances in Neural Information Processing Systems 30

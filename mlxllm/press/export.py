@@ -25,8 +25,14 @@ def module_sources(chapters: list[Chapter]) -> dict[str, str]:
             f"{GENERATED_MARK} {', '.join(origins)}.\n"
             "# Do not edit: change the chapter, then run `make export`.\n"
         )
-        body = "\n\n\n".join(code for _, code in pieces)
-        sources[module] = header + "\n" + body + "\n"
+        blocks, previous = [], pieces[0][0]
+        for chapter, code in pieces:
+            if chapter is not previous:  # where a later chapter extends the module
+                blocks.append(f"# --- extended by book/{chapter.path.name} ---\n\n{code}")
+                previous = chapter
+            else:
+                blocks.append(code)
+        sources[module] = header + "\n" + "\n\n\n".join(blocks) + "\n"
     return sources
 
 
