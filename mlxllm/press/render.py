@@ -32,6 +32,7 @@ OUTPUT_WIDTH = 80
 OUTPUT_MAX_LINES = 36
 OUTPUT_HEAD, OUTPUT_TAIL = 24, 8
 MATH_PX = 14.5
+LONG_LISTING = 30  # lines; a shorter listing is never split across two pages
 KIND_NAMES = {"fig": "Figure", "tbl": "Table", "lst": "Listing", "eq": "Equation"}
 DISPLAY_MATH = re.compile(r"\$\$(?P<tex>.+?)\$\$(?:\s*\{#(?P<label>eq-[\w-]+)\})?", re.S)
 INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\s)(?P<tex>[^$\n]+?)(?<!\s)\$(?!\d)")
@@ -249,6 +250,8 @@ class ChapterRenderer:
         if cell.flag("echo", True):
             listing = highlight(cell.code, PythonLexer(), HtmlFormatter(nowrap=True))
             classes = "code" + ("" if cell.runs else " not-run")
+            if cell.code.count("\n") >= LONG_LISTING:
+                classes += " long"  # may break across pages; short ones move whole
             block = f'<pre class="{classes}">{listing}</pre>'
             module = self.chapter.export_module(cell)
             if module:
