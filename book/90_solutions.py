@@ -974,3 +974,497 @@ Table(heap_rows, ["chunk length", "tokens", "encode_chunk (s)",
 # times faster, with identical ids. For ordinary text the chunks are words
 # and the per-chunk cache hides the difference; for long runs without
 # spaces it decides how long encoding takes.
+
+# %% [markdown]
+# ## Chapter 4
+#
+# The solutions import the two position encodings that chapter 4 exported
+# to `mlxllm.model`.
+
+# %%
+from mlxllm.model import rope, sinusoidal_positions
+
+mx.random.seed(4)
+
+# %% [markdown]
+# ### Exercise 4.1
+#
+# The halves layout computes the same angles and concatenates the sines and
+# the cosines instead of interleaving them.
+
+# %%
+def ch4_sinusoidal_halves(context: int, dims: int,
+                          base: float = 10000.0) -> mx.array:
+    freqs = base ** (-mx.arange(0, dims, 2, dtype=mx.float32) / dims)
+    angles = mx.arange(context, dtype=mx.float32)[:, None] * freqs
+    return mx.concatenate([mx.sin(angles), mx.cos(angles)], axis=-1)
+
+
+ch4_paper = sinusoidal_positions(64, 32)
+ch4_halves = ch4_sinusoidal_halves(64, 32)
+ch4_order = mx.concatenate([mx.arange(0, 32, 2), mx.arange(1, 32, 2)])
+print(ch4_halves[1, :3], ch4_paper[1, 0:6:2])
+assert mx.array_equal(ch4_halves, ch4_paper[:, ch4_order]).item()
+assert mx.allclose(ch4_halves @ ch4_halves.T, ch4_paper @ ch4_paper.T,
+                   atol=1e-4).item()
+
+# %% [markdown]
+# Column $i$ of the halves layout is column `ch4_order[i]` of the paper's,
+# so the two matrices hold the same numbers in a different column order.
+# A dot product is a sum over columns and does not care about their order,
+# so every dot product between positions is the same. The model does not
+# care either: the next layer is a matrix product, and a learned matrix
+# absorbs any fixed permutation of its inputs. The layout only matters when
+# two pieces of code must agree, say a checkpoint and the code loading it.
+#
+# ### Exercise 4.2
+#
+# Reshape the last axis into $D/2$ pairs, rotate each pair, and flatten
+# back. Pair $i$ is features $(2i, 2i + 1)$ and turns at
+# $\theta_i = \text{base}^{-2i/D}$.
+
+# %%
+def ch4_rope_traditional(x: mx.array, base: float = 10000.0,
+                         offset: int = 0) -> mx.array:
+    steps, dims = x.shape[-2], x.shape[-1]
+    freqs = base ** (-mx.arange(0, dims, 2, dtype=mx.float32) / dims)
+    positions = mx.arange(offset, offset + steps, dtype=mx.float32)
+    angles = positions[:, None] * freqs
+    cos, sin = mx.cos(angles), mx.sin(angles)
+    pairs = x.reshape(*x.shape[:-1], dims // 2, 2)
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rotated = mx.stack([even * cos - odd * sin, even * sin + odd * cos],
+                       axis=-1)
+    return rotated.reshape(x.shape)
+
+
+for ch4_shape, ch4_base, ch4_offset in [((1, 9, 8), 10000.0, 0),
+                                        ((2, 4, 33, 64), 10000.0, 21),
+                                        ((3, 16, 16), 100.0, 7)]:
+    ch4_x = mx.random.normal(ch4_shape)
+    ch4_fused = mx.fast.rope(ch4_x, ch4_shape[-1], traditional=True,
+                             base=ch4_base, scale=1.0, offset=ch4_offset)
+    ch4_mine = ch4_rope_traditional(ch4_x, ch4_base, ch4_offset)
+    print(ch4_shape, f"{mx.abs(ch4_mine - ch4_fused).max().item():.1e}")
+    assert mx.allclose(ch4_mine, ch4_fused, atol=1e-4).item()
+
+# %% [markdown]
+# The reshape turns the last axis of length $D$ into $D/2$ rows of two, so
+# `pairs[..., 0]` holds the even features and `pairs[..., 1]` the odd ones,
+# each of shape (..., T, D/2), which broadcasts against the angles exactly
+# as the two halves do in `rope`. The stack on a new last axis interleaves
+# them again. It matches `mx.fast.rope` with `traditional=True` to float32
+# rounding.
+#
+# ### Exercise 4.3
+#
+# Rebuild the chapter's bare attention with an option to rotate the queries
+# and keys, and compare the output for *bites* in the two sentences. The
+# embeddings here are drawn with a standard deviation of one, so that the
+# attention weights are far from even and the effect is easy to see.
+
+# %%
+ch4_dims = 16
+ch4_w_q, ch4_w_k, ch4_w_v = (
+    mx.random.normal((ch4_dims, ch4_dims)) / math.sqrt(ch4_dims)
+    for _ in range(3)
+)
+ch4_words = {"dog": 0, "bites": 1, "man": 2}
+ch4_word_vectors = mx.random.normal((len(ch4_words), ch4_dims))
+
+
+def ch4_attention(x: mx.array, rotate: bool = False,
+                  offset: int = 0) -> mx.array:
+    queries, keys, values = x @ ch4_w_q, x @ ch4_w_k, x @ ch4_w_v
+    if rotate:
+        queries = rope(queries, offset=offset)
+        keys = rope(keys, offset=offset)
+    scores = queries @ keys.T / math.sqrt(ch4_dims)
+    return mx.softmax(scores, axis=-1) @ values
+
+
+def ch4_embed(text: str) -> mx.array:
+    return ch4_word_vectors[mx.array([ch4_words[w] for w in text.split()])]
+
+# %%
+def ch4_bites_change(first: mx.array, second: mx.array) -> float:
+    gap = mx.linalg.norm(first[1] - second[1]) / mx.linalg.norm(first[1])
+    return gap.item()
+
+
+ch4_dbm, ch4_mbd = ch4_embed("dog bites man"), ch4_embed("man bites dog")
+ch4_sines = sinusoidal_positions(8, ch4_dims)
+ch4_changes = {
+    "none": ch4_bites_change(ch4_attention(ch4_dbm),
+                             ch4_attention(ch4_mbd)),
+    "added sinusoidal": ch4_bites_change(
+        ch4_attention(ch4_dbm + ch4_sines[:3]),
+        ch4_attention(ch4_mbd + ch4_sines[:3])),
+    "RoPE": ch4_bites_change(ch4_attention(ch4_dbm, rotate=True),
+                             ch4_attention(ch4_mbd, rotate=True)),
+}
+ch4_rope_shift = ch4_bites_change(
+    ch4_attention(ch4_dbm, rotate=True),
+    ch4_attention(ch4_dbm, rotate=True, offset=5))
+ch4_sines_shift = ch4_bites_change(
+    ch4_attention(ch4_dbm + ch4_sines[:3]),
+    ch4_attention(ch4_dbm + ch4_sines[5:8]))
+for ch4_name, ch4_change in ch4_changes.items():
+    print(f"{ch4_name:>16}: bites changes by {ch4_change:.1%}")
+print(f"shifted by 5, RoPE {ch4_rope_shift:.1e}, "
+      f"sinusoidal {ch4_sines_shift:.1%}")
+assert ch4_changes["none"] < 1e-5 < ch4_changes["RoPE"]
+assert ch4_rope_shift < 1e-4 < ch4_sines_shift
+
+# %% [markdown]
+# Without positions *bites* does not change at all; with either scheme it
+# does, by {{ ch4_changes["added sinusoidal"]:.0%}} with added sines and
+# {{ ch4_changes["RoPE"]:.0%}} with RoPE. Shifting the whole sentence by
+# five positions separates the two: with RoPE the output is unchanged (a
+# difference of {{ ch4_rope_shift:.0e }}, rounding), because every score
+# depends only on the distances between the words, which the shift keeps;
+# with added sines it moves by {{ ch4_sines_shift:.0%}}, because the
+# content-position terms of the scores see the absolute positions. A RoPE
+# model reads "dog bites man" the same way at the start of a text and in
+# its middle.
+#
+# ### Exercise 4.4
+#
+# With a query and a key of all ones, every pair $(1, 1)$ rotated by
+# $m\theta_i$ and $n\theta_i$ contributes $2\cos((m - n)\theta_i)$, so the
+# score at offset $d$ is $2\sum_i \cos(d\,\theta_i)$: the sum of the
+# frequencies' cosines, peaking at $D$ for $d = 0$.
+
+# %%
+ch4_head_dims, ch4_span = 64, 512
+ch4_ones = mx.ones((1, ch4_span, ch4_head_dims))
+ch4_decay = {}
+for ch4_base in (100.0, 1000.0, 10000.0):
+    ch4_rotated = rope(ch4_ones, base=ch4_base)[0]
+    ch4_decay[ch4_base] = np.array(ch4_rotated @ ch4_rotated[0])
+ch4_half_distance = {
+    base: int(np.argmax(scores < scores[0] / 2))
+    for base, scores in ch4_decay.items()
+}
+print("first offset below half the peak:", ch4_half_distance)
+assert (ch4_half_distance[100.0] < ch4_half_distance[1000.0]
+        < ch4_half_distance[10000.0])
+
+# %%
+#| echo: false
+#| label: fig-ch4-rope-decay
+#| fig-cap: The RoPE score of an all-ones query and key (64 numbers each) against their distance, for three bases. A larger base keeps the score high over longer distances.
+for ch4_base, ch4_style in zip(ch4_decay, ["-", "--", ":"]):
+    plt.plot(ch4_decay[ch4_base], ch4_style,
+             label=f"base {ch4_base:,.0f}")
+plt.xscale("symlog", linthresh=10)
+plt.xlabel("offset m − n (positions)")
+plt.ylabel("score q · k")
+plt.legend()
+
+# %% [markdown]
+# The score starts at the same peak for every base and falls as the offset
+# grows; it first drops below half the peak at offset
+# {{ ch4_half_distance[100.0] }} with base 100,
+# {{ ch4_half_distance[1000.0] }} with base 1,000 and
+# {{ ch4_half_distance[10000.0] }} with base 10,000. The reason is the
+# ladder of frequencies $\theta_i = \text{base}^{-2i/D}$: the cosines stay
+# near one while $d\,\theta_i$ is small, and a larger base makes more of
+# the frequencies slow, so more terms stay in phase for longer. The decay is
+# not a clean envelope, though: past the half-way point the fast terms
+# cancel each other only on average, and the curve wobbles. That is why
+# models meant for long contexts raise the base: with base 100 the score
+# has halved {{ ch4_half_distance[100.0] }} positions away.
+#
+# ### Exercise 4.5
+#
+# A `scale` multiplies the positions, offset included; `mx.fast.rope` takes
+# the same argument.
+
+# %%
+def ch4_rope_scaled(x: mx.array, base: float = 10000.0, offset: int = 0,
+                    scale: float = 1.0) -> mx.array:
+    steps, dims = x.shape[-2], x.shape[-1]
+    half = dims // 2
+    freqs = base ** (-mx.arange(half, dtype=mx.float32) / half)
+    positions = mx.arange(offset, offset + steps, dtype=mx.float32) * scale
+    angles = positions[:, None] * freqs
+    cos, sin = mx.cos(angles), mx.sin(angles)
+    first, second = x[..., :half], x[..., half:]
+    return mx.concatenate([first * cos - second * sin,
+                           first * sin + second * cos], axis=-1)
+
+
+ch4_x = mx.random.normal((2, 256, 32))
+for ch4_scale, ch4_offset in [(1.0, 0), (0.25, 0), (0.25, 64)]:
+    ch4_fused = mx.fast.rope(ch4_x, 32, traditional=False, base=10000.0,
+                             scale=ch4_scale, offset=ch4_offset)
+    assert mx.allclose(ch4_rope_scaled(ch4_x, offset=ch4_offset,
+                                       scale=ch4_scale),
+                       ch4_fused, atol=1e-4).item()
+
+# %% [markdown]
+# Now stretch a context of 256 into a model trained on 64. With
+# `scale = 64 / 256` the largest position is $255/4$, inside the span of
+# 64 positions the model trained on, so every angle is one it could have
+# seen; extrapolation (scale one) cannot promise that. The price is resolution. Measure it with a random query
+# and key of 64 numbers: score the query at offsets 0 to 255 from the key,
+# with and without the stretch.
+
+# %%
+ch4_trained, ch4_long = 64, 256
+ch4_scale = ch4_trained / ch4_long
+ch4_q = mx.broadcast_to(mx.random.normal((64,)), (1, ch4_long, 64))
+ch4_k = mx.broadcast_to(mx.random.normal((64,)), (1, ch4_long, 64))
+
+
+def ch4_offset_scores(scale: float) -> np.ndarray:
+    rotated_q = ch4_rope_scaled(ch4_q, scale=scale)[0]
+    rotated_k = ch4_rope_scaled(ch4_k, scale=scale)[0]
+    return np.array(rotated_q @ rotated_k[0])
+
+
+ch4_plain = ch4_offset_scores(1.0)
+ch4_stretched = ch4_offset_scores(ch4_scale)
+ch4_max_position = (ch4_long - 1) * ch4_scale
+ch4_near_change = (np.abs(ch4_plain[:16] - ch4_stretched[:16]).mean()
+                   / np.abs(ch4_plain[:16]).mean())
+print(f"largest stretched position {ch4_max_position}")
+print(f"scores at offsets 0..15 change by {ch4_near_change:.0%}")
+assert ch4_max_position < ch4_trained
+assert np.allclose(ch4_stretched[::4], ch4_plain[:64], atol=1e-3)
+
+# %% [markdown]
+# The stretched scores at offsets 0, 4, 8, ... are exactly the plain
+# scores at offsets 0, 1, 2, ... (a check in the listing): every attention
+# pattern the model learned at some distance now fires at four times that
+# distance, and nothing is out of range, so a stretched model runs at
+# once. But it reads every distance four times too short. At the short
+# offsets 0 to 15, where a language model does most of its attending, the
+# scores change by {{ ch4_near_change:.0%}} on average, and offsets 1, 2
+# and 3 become the fractional offsets 0.25, 0.5 and 0.75, which training
+# never produced and which all look much like offset 0. So the model needs
+# fine-tuning on long texts to relearn fine distances; Chen et al. (2023)
+# report that a short fine-tuning is enough, far shorter than training a
+# long-context model from scratch. Showing that here would take a trained
+# model, which chapter 6 provides.
+
+# %% [markdown]
+# ## Chapter 5
+#
+# The solutions import the attention that chapter 5 exported to
+# `mlxllm.model`.
+
+# %%
+from mlxllm.model import (
+    MultiHeadAttention,
+    causal_mask,
+    scaled_dot_product_attention,
+)
+
+mx.random.seed(5)
+
+# %% [markdown]
+# ### Exercise 5.1
+#
+# With as many queries as keys, the string `"causal"` and the boolean lower
+# triangle are the same mask.
+
+# %%
+ch5_q, ch5_k, ch5_v = (mx.random.normal((1, 2, 8, 16)) for _ in range(3))
+ch5_scale = 1 / math.sqrt(16)
+ch5_square = mx.fast.scaled_dot_product_attention(
+    ch5_q, ch5_k, ch5_v, scale=ch5_scale, mask="causal")
+assert mx.allclose(ch5_square, scaled_dot_product_attention(
+    ch5_q, ch5_k, ch5_v, causal_mask(8)), atol=1e-5).item()
+
+# %% [markdown]
+# With 3 queries and 8 keys, MLX aligns the *last* query with the *last*
+# key ("lower-right"): the queries are the three newest positions of an
+# 8-token text, so query $i$ sees keys $j \le i + 5$. `causal_mask(3)`
+# would be the wrong shape, and its upper-left alignment would hide the
+# keys the new tokens must see.
+
+# %%
+ch5_new_q = ch5_q[:, :, -3:]
+ch5_offset = ch5_k.shape[2] - ch5_new_q.shape[2]
+ch5_sees = (mx.arange(8)[None, :]
+            <= mx.arange(3)[:, None] + ch5_offset)
+print(np.array(ch5_sees).astype(int))
+ch5_rect = mx.fast.scaled_dot_product_attention(
+    ch5_new_q, ch5_k, ch5_v, scale=ch5_scale, mask="causal")
+assert mx.allclose(ch5_rect, scaled_dot_product_attention(
+    ch5_new_q, ch5_k, ch5_v, ch5_sees), atol=1e-5).item()
+assert mx.allclose(ch5_rect, ch5_square[:, :, -3:], atol=1e-5).item()
+
+# %% [markdown]
+# The last check is the reason for the convention: the three new queries
+# get exactly the outputs they had as the last three rows of the full
+# square, which is what generation with a cache of keys and values needs.
+#
+# ### Exercise 5.2
+#
+# Multiply the queries by $c$ and the scaled scores are multiplied by $c$:
+# $c$ is an inverse temperature. The target is the entropy of unscaled
+# scores at $d_k = 1024$, whose spread is $\sqrt{1024} = 32$ times that of
+# scaled ones.
+
+# %%
+def ch5_entropy(scores: mx.array) -> float:
+    weights = mx.softmax(scores, axis=-1, precise=True)
+    return -(weights * mx.log(weights + 1e-30)).sum(-1).mean().item()
+
+
+ch5_keys = mx.random.normal((64, 64))
+ch5_queries = mx.random.normal((pick(smoke=16, book=256), 64))
+ch5_wide = mx.random.normal((ch5_queries.shape[0], 1024))
+ch5_target = ch5_entropy(ch5_wide @ mx.random.normal((64, 1024)).T)
+ch5_factors = [1, 2, 4, 8, 16, 32, 64]
+ch5_entropies = [ch5_entropy(c * ch5_queries @ ch5_keys.T / 8)
+                 for c in ch5_factors]
+for c, entropy in zip(ch5_factors, ch5_entropies):
+    print(f"c = {c:>2}: entropy {entropy:.2f} nats")
+ch5_match = min(ch5_factors,
+                key=lambda c: abs(ch5_entropies[ch5_factors.index(c)]
+                                  - ch5_target))
+print(f"unscaled d_k = 1024: {ch5_target:.2f} nats, closest c = {ch5_match}")
+assert ch5_match in (16, 32, 64)
+
+# %% [markdown]
+# The entropy falls steadily with $c$, and the unscaled width-1,024 scores,
+# at {{ ch5_target:.2f }} nats, sit closest to $c = $ {{ ch5_match }}.
+# Near $\sqrt{1024} = 32$, as expected: leaving out the scale is the same
+# as running every head at a temperature of $1/\sqrt{d_k}$. A learned head
+# can sharpen itself by growing its queries, as the hand-built heads of
+# the chapter did, but it starts from a sensible temperature.
+#
+# ### Exercise 5.3
+#
+# Cross-attention changes only where the keys and values come from, so it
+# can inherit everything else from `MultiHeadAttention`.
+
+# %%
+class CrossAttention(MultiHeadAttention):
+    """Queries from x, keys and values from another sequence, `source`."""
+
+    def __call__(self, x: mx.array, source: mx.array,
+                 mask: mx.array | None = None) -> mx.array:
+        batch, length, dims = x.shape
+        q = self.split_heads(self.query_proj(x))
+        k = self.split_heads(self.key_proj(source))
+        v = self.split_heads(self.value_proj(source))
+        out = scaled_dot_product_attention(q, k, v, mask)
+        out = out.transpose(0, 2, 1, 3).reshape(batch, length, dims)
+        return self.out_proj(out)
+
+
+ch5_cross = CrossAttention(32, 4, bias=True)
+ch5_reference = nn.MultiHeadAttention(32, 4, bias=True)
+ch5_reference.update(ch5_cross.parameters())
+ch5_x = mx.random.normal((2, 5, 32))
+ch5_source = mx.random.normal((2, 9, 32))
+ch5_out = ch5_cross(ch5_x, ch5_source)
+print(ch5_out.shape)
+assert mx.allclose(ch5_out, ch5_reference(ch5_x, ch5_source, ch5_source),
+                   atol=1e-5).item()
+
+# %% [markdown]
+# Five queries attend over nine positions of another sequence and produce
+# five outputs; the score matrix of each head is 5 × 9, no longer square.
+# This is the layer an encoder-decoder translator uses to read the source
+# sentence; a GPT has no second sequence and needs only self-attention.
+#
+# ### Exercise 5.4
+#
+# Each chunk of queries needs all the keys, but only its own rows of the
+# mask and of the scores.
+
+# %%
+def ch5_chunked(q: mx.array, k: mx.array, v: mx.array, mask: mx.array,
+                chunk: int) -> mx.array:
+    """Attention computed `chunk` queries at a time."""
+    outputs = []
+    for start in range(0, q.shape[2], chunk):
+        piece = scaled_dot_product_attention(
+            q[:, :, start:start + chunk], k, v, mask[start:start + chunk])
+        mx.eval(piece)
+        outputs.append(piece)
+    return mx.concatenate(outputs, axis=2)
+
+
+ch5_length = pick(smoke=512, book=2048)
+ch5_long = [mx.random.normal((1, 4, ch5_length, 32)) for _ in range(3)]
+ch5_mask = causal_mask(ch5_length)
+mx.eval(ch5_long, ch5_mask)
+ch5_full = scaled_dot_product_attention(*ch5_long, ch5_mask)
+mx.eval(ch5_full)
+ch5_peaks = {}
+for ch5_chunk in (ch5_length, ch5_length // 4, ch5_length // 16):
+    mx.reset_peak_memory()
+    ch5_before = mx.get_active_memory()  # arrays earlier solutions still hold
+    ch5_out = ch5_chunked(*ch5_long, ch5_mask, ch5_chunk)
+    ch5_peaks[ch5_chunk] = (mx.get_peak_memory() - ch5_before) / 2**20
+    assert mx.allclose(ch5_out, ch5_full, atol=1e-5).item()
+    print(f"chunk {ch5_chunk:>5}: peak {ch5_peaks[ch5_chunk]:.1f} MB")
+assert ch5_peaks[ch5_length // 16] < ch5_peaks[ch5_length] / 2
+
+# %% [markdown]
+# Every chunk size gives the same output, and the peak memory it adds falls with
+# the chunk, from {{ ch5_peaks[ch5_length]:.1f }} MB for the whole
+# sequence at once to {{ ch5_peaks[ch5_length // 16]:.1f }} MB for chunks
+# of {{ ch5_length // 16 }} queries. The `mx.eval` inside the loop
+# matters: without it MLX builds the whole graph lazily and may hold every
+# chunk's scores at once. The work is unchanged, $O(T^2)$; only the memory
+# drops, to $O(\text{chunk} \times T)$.
+#
+# ### Exercise 5.5
+#
+# The online softmax keeps three running quantities per query: the largest
+# score so far $m$, the sum of $e^{s - m}$ so far $\ell$, and the sum of
+# $e^{s - m} v$ so far. When a block raises the maximum from $m$ to $m'$,
+# the old sums are multiplied by $e^{m - m'}$, which restates them relative
+# to the new maximum; at the end, the output is the weighted sum over
+# $\ell$.
+
+# %%
+def ch5_online(q: mx.array, k: mx.array, v: mx.array, mask: mx.array,
+               block: int) -> mx.array:
+    """Attention over blocks of keys with a running (online) softmax."""
+    q = q * (1 / math.sqrt(q.shape[-1]))
+    lowest = mx.finfo(q.dtype).min
+    best = mx.full((*q.shape[:-1], 1), lowest)
+    total = mx.zeros((*q.shape[:-1], 1))
+    acc = mx.zeros(q.shape)
+    for start in range(0, k.shape[2], block):
+        keys = slice(start, start + block)
+        scores = q @ k[:, :, keys].swapaxes(-1, -2)
+        scores = mx.where(mask[:, keys], scores, lowest)
+        new_best = mx.maximum(best, scores.max(-1, keepdims=True))
+        rescale = mx.exp(best - new_best)
+        weights = mx.exp(scores - new_best)
+        total = total * rescale + weights.sum(-1, keepdims=True)
+        acc = acc * rescale + weights @ v[:, :, keys]
+        best = new_best
+        mx.eval(best, total, acc)
+    return acc / total
+
+
+mx.reset_peak_memory()
+ch5_online_before = mx.get_active_memory()
+ch5_flash = ch5_online(*ch5_long, ch5_mask, block=ch5_length // 16)
+ch5_online_peak = (mx.get_peak_memory() - ch5_online_before) / 2**20
+print(f"online softmax: peak {ch5_online_peak:.1f} MB, max difference "
+      f"{mx.abs(ch5_flash - ch5_full).max().item():.1e}")
+assert mx.allclose(ch5_flash, ch5_full, atol=1e-5).item()
+assert ch5_online_peak < ch5_peaks[ch5_length] / 2
+
+# %% [markdown]
+# The result equals `scaled_dot_product_attention` to float32 rounding,
+# causal mask included, and the peak memory is
+# {{ ch5_online_peak:.1f }} MB against {{ ch5_peaks[ch5_length]:.1f }} MB:
+# no array of size $T \times T$ ever exists, only blocks of $T \times$
+# {{ ch5_length // 16 }}. This is the idea of FlashAttention, which also
+# splits the queries into blocks and keeps each block's running sums in
+# the GPU's fast on-chip memory, so that the scores never travel to main
+# memory at all. Causal attention can go one step further and skip the
+# blocks of keys that a block of queries cannot see, which halves the work.

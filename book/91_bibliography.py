@@ -5,6 +5,9 @@
 # from these sources are labelled as theirs in the text; every other number in the
 # book comes from this build's own runs.
 #
+# - **Bahdanau et al., 2015.** Dzmitry Bahdanau, Kyunghyun Cho and Yoshua Bengio.
+#   *Neural Machine Translation by Jointly Learning to Align and Translate.* ICLR
+#   2015. arXiv:1409.0473.
 # - **Bradbury et al., 2018.** James Bradbury, Roy Frostig, Peter Hawkins, Matthew
 #   James Johnson, Chris Leary, Dougal Maclaurin, George Necula, Adam Paszke, Jake
 #   VanderPlas, Skye Wanderman-Milne and Qiao Zhang. *JAX: composable transformations
@@ -12,6 +15,12 @@
 # - **Brown et al., 2020.** Tom B. Brown et al. *Language Models are Few-Shot
 #   Learners.* Advances in Neural Information Processing Systems 33 (NeurIPS 2020).
 #   arXiv:2005.14165.
+# - **Chen et al., 2023.** Shouyuan Chen, Sherman Wong, Liangjian Chen and Yuandong
+#   Tian. *Extending Context Window of Large Language Models via Positional
+#   Interpolation.* arXiv:2306.15595, 2023.
+# - **Dao et al., 2022.** Tri Dao, Daniel Y. Fu, Stefano Ermon, Atri Rudra and
+#   Christopher Ré. *FlashAttention: Fast and Memory-Efficient Exact Attention with
+#   IO-Awareness.* NeurIPS 2022. arXiv:2205.14135.
 # - **Gage, 1994.** Philip Gage. *A New Algorithm for Data Compression.* The C Users
 #   Journal 12(2), 1994. The original byte pair encoding, for compression.
 # - **Hannun et al., 2023.** Awni Hannun, Jagrit Digani, Angelos Katharopoulos and
@@ -50,6 +59,9 @@
 # - **Sennrich et al., 2016.** Rico Sennrich, Barry Haddow and Alexandra Birch.
 #   *Neural Machine Translation of Rare Words with Subword Units.* ACL 2016.
 #   arXiv:1508.07909.
+# - **Su et al., 2021.** Jianlin Su, Yu Lu, Shengfeng Pan, Ahmed Murtadha, Bo Wen and
+#   Yunfeng Liu. *RoFormer: Enhanced Transformer with Rotary Position Embedding.*
+#   arXiv:2104.09864, 2021.
 # - **Vaswani et al., 2017.** Ashish Vaswani, Noam Shazeer, Niki Parmar, Jakob
 #   Uszkoreit, Llion Jones, Aidan N. Gomez, Łukasz Kaiser and Illia Polosukhin.
 #   *Attention Is All You Need.* Advances in Neural Information Processing Systems 30

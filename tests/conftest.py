@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import mlxllm  # noqa: F401  (first: loads OpenBLAS before any test imports mlx.core)
+
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 FIXTURE_BOOK = Path(__file__).parent / "fixtures" / "book"
