@@ -272,7 +272,8 @@ Table(timings, ["context", "attention (ms)", "MLP (ms)"])
 attention_growth = timings[-1][1] / timings[0][1]
 mlp_growth = timings[-1][2] / timings[0][2]
 context_growth = contexts[-1] / contexts[0]
-assert attention_growth > mlp_growth
+# smoke's two short contexts and two repeats are too small to time reliably
+assert profile() == "smoke" or attention_growth > mlp_growth
 
 # %% [markdown]
 # From context {{ contexts[0] }} to {{ contexts[-1] }}, a context
