@@ -1469,3 +1469,260 @@ assert ch5_online_peak < ch5_peaks[ch5_length] / 2
 # the GPU's fast on-chip memory, so that the scores never travel to main
 # memory at all. Causal attention can go one step further and skip the
 # blocks of keys that a block of queries cannot see, which halves the work.
+
+# %% [markdown]
+# ## Chapter 6
+#
+# The solutions import the GPT that chapter 6 exported to `mlxllm.model`
+# and rebuild the character data of the chapter.
+
+# %%
+from mlxllm.data import BatchSampler
+from mlxllm.hardware import matmul_gflops, median_seconds
+from mlxllm.model import (
+    GPT,
+    Block,
+    GPTConfig,
+    causal_mask,
+    count_parameters,
+)
+from mlxllm.tokenizer import CharTokenizer
+
+ch6_text = load_corpus()
+ch6_tokenizer = CharTokenizer.train(ch6_text)
+ch6_vocab = ch6_tokenizer.vocab_size
+ch6_train_ids = np.array(
+    ch6_tokenizer.encode(split_train_val(ch6_text)[0]), dtype=np.int32)
+
+
+def ch6_loss(model: GPT, x: mx.array, y: mx.array) -> mx.array:
+    """Mean next-character cross-entropy, in nats."""
+    return nn.losses.cross_entropy(model(x), y, reduction="mean")
+
+
+def ch6_train(model: GPT, steps: int, learning_rate: object) -> list[float]:
+    """AdamW on fixed-seed batches of 16; the loss of every step."""
+    optimizer = optim.AdamW(learning_rate=learning_rate)
+    loss_and_grad = nn.value_and_grad(model, ch6_loss)
+    batches = BatchSampler(ch6_train_ids, 16, model.config.context, seed=2)
+    losses = []
+    for _ in range(steps):
+        loss, grads = loss_and_grad(model, *batches.sample())
+        optimizer.update(model, grads)
+        mx.eval(model.parameters(), optimizer.state)
+        losses.append(loss.item())
+    return losses
+
+# %% [markdown]
+# ### Exercise 6.1
+#
+# The count grows with the square of the width, so a scan over multiples
+# of 64 finds the closest in a few lines. Each width must also be divisible
+# by the number of heads; six heads of 64 dimensions fix the head count to
+# the width.
+
+# %%
+ch6_budget_rows = []
+for ch6_width in range(64, 1024 + 1, 64):
+    ch6_config = GPTConfig(ch6_vocab, context=256, n_layer=6,
+                           n_head=ch6_width // 64, n_embd=ch6_width)
+    ch6_budget_rows.append([ch6_width, count_parameters(ch6_config)])
+ch6_best_width, ch6_best_count = min(
+    ch6_budget_rows, key=lambda row: abs(row[1] - 5_000_000))
+print(f"n_embd={ch6_best_width}: {ch6_best_count:,} parameters")
+
+# %% [markdown]
+# A width of {{ ch6_best_width }} gives {{ ch6_best_count:, }} parameters.
+# Almost all of them sit in the blocks, $12d^2$ each, so the best width is
+# close to $\sqrt{5 \times 10^6 / 72}$.
+#
+# ### Exercise 6.2
+#
+# An untied model replaces `as_linear` by a head of its own. Subclassing
+# keeps everything else, initialization included.
+
+# %%
+class ch6_UntiedGPT(GPT):
+    """The GPT with an output head that does not share the embedding."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__(config)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.init_weights()
+
+    def __call__(self, ids: mx.array) -> mx.array:
+        positions = self.position_embedding(mx.arange(ids.shape[1]))
+        x = self.token_embedding(ids) + positions
+        mask = causal_mask(ids.shape[1])
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.head(self.norm(x))
+
+
+def ch6_count(model: nn.Module) -> int:
+    return sum(v.size for _, v in tree_flatten(model.parameters()))
+
+
+ch6_baby = GPTConfig.baby(ch6_vocab)
+ch6_extra = ch6_count(ch6_UntiedGPT(ch6_baby)) - ch6_count(GPT(ch6_baby))
+assert ch6_extra == ch6_vocab * ch6_baby.n_embd
+ch6_gpt2 = GPTConfig(50257, context=1024, n_layer=12, n_head=12,
+                     n_embd=768)
+ch6_tying_rows = [
+    [name, count_parameters(c), c.vocab_size * c.n_embd,
+     100 * c.vocab_size * c.n_embd / (count_parameters(c)
+                                      + c.vocab_size * c.n_embd)]
+    for name, c in (("baby", ch6_baby), ("GPT-2 small", ch6_gpt2))]
+
+# %%
+#| echo: false
+#| label: tbl-ch6-tying
+#| tbl-cap: What weight tying saves. The last column is the untied head's share of the untied model.
+Table(ch6_tying_rows, ["model", "tied parameters", "head V·d",
+                       "share untied (%)"], digits=1)
+
+# %% [markdown]
+# For a character vocabulary an untied head would be
+# {{ ch6_tying_rows[0][3]:.1f }}% of the model, a rounding error; for
+# GPT-2's vocabulary it would be {{ ch6_tying_rows[1][3]:.0f }}%, which is
+# why GPT-2 ties it.
+#
+# ### Exercise 6.3
+#
+# Two baby models, two blocks deep to keep the appendix quick, the same
+# seed and batches; only the normalization differs.
+
+# %%
+ch6_norm_steps = pick(smoke=3, book=150)
+ch6_norm_curves, ch6_norm_ms = {}, {}
+for ch6_norm in ("layer", "rms"):
+    mx.random.seed(0)
+    ch6_model = GPT(GPTConfig.baby(ch6_vocab, n_layer=2, norm=ch6_norm))
+    ch6_start = time.perf_counter()
+    ch6_norm_curves[ch6_norm] = ch6_train(ch6_model, ch6_norm_steps, 2e-3)
+    ch6_norm_ms[ch6_norm] = (time.perf_counter() - ch6_start) \
+        / ch6_norm_steps * 1e3
+ch6_norm_final = {name: np.mean(c[-max(1, ch6_norm_steps // 10):])
+                  for name, c in ch6_norm_curves.items()}
+print(ch6_norm_final, ch6_norm_ms)
+
+# %% [markdown]
+# After {{ ch6_norm_steps }} steps LayerNorm reaches
+# {{ ch6_norm_final["layer"]:.3f }} nats and RMSNorm
+# {{ ch6_norm_final["rms"]:.3f }}, at {{ ch6_norm_ms["layer"]:.0f }} and
+# {{ ch6_norm_ms["rms"]:.0f }} ms a step. The curves are close, as Zhang &
+# Sennrich (2019) found; any difference in time is small because the
+# normalizations are a small part of the work next to the matrix products.
+#
+# ### Exercise 6.4
+#
+# The post-norm model of the chapter, trained once at the fixed rate and
+# once with a linear warm-up over the first quarter of the run.
+
+# %%
+class ch6_PostNormBlock(Block):
+    """norm(x + sublayer(x)), as in Vaswani et al. (2017)."""
+
+    def __call__(self, x: mx.array, mask: mx.array | None = None) -> mx.array:
+        x = self.norm1(x + self.attention(x, mask))
+        return self.norm2(x + self.feed_forward(x))
+
+
+class ch6_PostNormGPT(GPT):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__(config)
+        self.blocks = [ch6_PostNormBlock(config)
+                       for _ in range(config.n_layer)]
+        self.init_weights()
+
+
+ch6_depth_steps = pick(smoke=4, book=200)
+ch6_depth = GPTConfig(ch6_vocab, context=32, n_layer=pick(smoke=4, book=8),
+                      n_head=4, n_embd=64, activation="relu")
+ch6_warmup = optim.join_schedules(
+    [optim.linear_schedule(1e-5, 2e-3, ch6_depth_steps // 4),
+     lambda step: 2e-3], [ch6_depth_steps // 4])
+ch6_warm_curves = {}
+for ch6_name, ch6_rate in (("fixed", 2e-3), ("warm-up", ch6_warmup)):
+    mx.random.seed(1)
+    ch6_warm_curves[ch6_name] = ch6_train(ch6_PostNormGPT(ch6_depth),
+                                          ch6_depth_steps, ch6_rate)
+
+# %%
+#| echo: false
+#| label: fig-ch6-warmup
+#| fig-cap: The post-norm model of the chapter's depth experiment, with and without a linear warm-up of the learning rate (moving average over 20 steps).
+fig, ax = plt.subplots(figsize=(4.5, 2.6))
+ch6_window = min(20, ch6_depth_steps)
+for ch6_name, ch6_losses in ch6_warm_curves.items():
+    ax.plot(np.convolve(ch6_losses, np.ones(ch6_window) / ch6_window,
+                        mode="valid"), label=ch6_name)
+ax.set_xlabel("step")
+ax.set_ylabel("training loss (nats/char)")
+ax.legend()
+fig.tight_layout()
+
+# %% [markdown]
+# Whether the warm-up wins depends on how hard the fixed rate was for the
+# post-norm model to begin with; at this depth and rate the curves end at
+# {{ np.mean(ch6_warm_curves["fixed"][-20:]):.3f }} (fixed) and
+# {{ np.mean(ch6_warm_curves["warm-up"][-20:]):.3f }} (warm-up) nats.
+# Raise the learning rate or the depth and the fixed-rate run is the one
+# that fails first.
+#
+# ### Exercise 6.5
+#
+# The prediction is the chapter's: $6N' + 12LTd$ FLOPs per token, at the
+# speed of a large matrix product.
+
+# %%
+def ch6_flops_per_token(config: GPTConfig) -> float:
+    d, length = config.n_embd, config.context
+    norms = 2 * d * (2 * config.n_layer + 1)
+    weights = count_parameters(config) - length * d - norms
+    return 6 * weights + 12 * config.n_layer * length * d
+
+
+ch6_gflops = matmul_gflops()
+ch6_x = mx.random.randint(0, ch6_vocab, (16, 64))
+ch6_rows = []
+for ch6_width in pick(smoke=[64], book=[64, 128, 256, 384]):
+    ch6_config = GPTConfig.baby(ch6_vocab, n_embd=ch6_width)
+    ch6_model = GPT(ch6_config)
+    ch6_optimizer = optim.AdamW(learning_rate=1e-3)
+    ch6_step_grad = nn.value_and_grad(ch6_model, ch6_loss)
+
+    def ch6_step() -> tuple:
+        loss, grads = ch6_step_grad(ch6_model, ch6_x, ch6_x)
+        ch6_optimizer.update(ch6_model, grads)
+        return loss, ch6_model.parameters(), ch6_optimizer.state
+
+    ch6_predicted = ch6_flops_per_token(ch6_config) * ch6_x.size \
+        / (ch6_gflops * 1e9) * 1e3
+    ch6_measured = median_seconds(ch6_step, pick(smoke=1, book=5)) * 1e3
+    ch6_rows.append([ch6_width, ch6_predicted, ch6_measured,
+                     ch6_measured / ch6_predicted])
+
+# %%
+#| echo: false
+#| label: fig-ch6-flops
+#| fig-cap: Measured against predicted time of one training step (batch 16 × 64 characters) for baby models of several widths; the dashed line is a perfect prediction.
+fig, ax = plt.subplots(figsize=(4.0, 2.8))
+ch6_pred = [row[1] for row in ch6_rows]
+ax.loglog(ch6_pred, [row[2] for row in ch6_rows], "o-", label="measured")
+ax.loglog(ch6_pred, ch6_pred, "k--", label="predicted")
+for ch6_row in ch6_rows:
+    ax.annotate(f"d={ch6_row[0]}", (ch6_row[1], ch6_row[2]), fontsize=7)
+ax.set_xlabel("predicted step time (ms)")
+ax.set_ylabel("measured step time (ms)")
+ax.legend()
+fig.tight_layout()
+
+# %% [markdown]
+# The ratio of measured to predicted time goes from
+# {{ ch6_rows[0][3]:.1f }} at width {{ ch6_rows[0][0] }} to
+# {{ ch6_rows[-1][3]:.1f }} at width {{ ch6_rows[-1][0] }}. The fixed costs
+# of a step (elementwise work, the optimizer, launching operations) grow
+# like the number of parameters or slower, while the matrix products grow
+# with the square of the width, so the products, which the formula counts,
+# take a larger share as the model widens.

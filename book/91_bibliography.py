@@ -5,6 +5,8 @@
 # from these sources are labelled as theirs in the text; every other number in the
 # book comes from this build's own runs.
 #
+# - **Ba et al., 2016.** Jimmy Lei Ba, Jamie Ryan Kiros and Geoffrey E. Hinton. *Layer
+#   Normalization.* arXiv:1607.06450, 2016.
 # - **Bahdanau et al., 2015.** Dzmitry Bahdanau, Kyunghyun Cho and Yoshua Bengio.
 #   *Neural Machine Translation by Jointly Learning to Align and Translate.* ICLR
 #   2015. arXiv:1409.0473.
@@ -30,6 +32,8 @@
 #   Linear Units (GELUs).* arXiv:1606.08415, 2016.
 # - **Kalamkar et al., 2019.** Dhiraj Kalamkar et al. *A Study of BFLOAT16 for Deep
 #   Learning Training.* arXiv:1905.12322, 2019.
+# - **Kaplan et al., 2020.** Jared Kaplan et al. *Scaling Laws for Neural Language
+#   Models.* arXiv:2001.08361, 2020.
 # - **Karpathy, 2015.** Andrej Karpathy. *char-rnn: Multi-layer Recurrent Neural
 #   Networks for character-level language models.* Software, 2015; the source of the
 #   Tiny Shakespeare corpus. <https://github.com/karpathy/char-rnn>
@@ -53,12 +57,16 @@
 # - **Okabe & Ito, 2008.** Masataka Okabe and Kei Ito. *Color Universal Design
 #   (CUD): How to make figures and presentations that are friendly to colorblind
 #   people.* 2008. The palette of every figure in this book.
+# - **Press & Wolf, 2017.** Ofir Press and Lior Wolf. *Using the Output Embedding to
+#   Improve Language Models.* EACL 2017. arXiv:1608.05859.
 # - **Radford et al., 2019.** Alec Radford, Jeffrey Wu, Rewon Child, David Luan, Dario
 #   Amodei and Ilya Sutskever. *Language Models are Unsupervised Multitask Learners.*
 #   OpenAI, 2019 (the GPT-2 report; its byte-level BPE and split pattern).
 # - **Sennrich et al., 2016.** Rico Sennrich, Barry Haddow and Alexandra Birch.
 #   *Neural Machine Translation of Rare Words with Subword Units.* ACL 2016.
 #   arXiv:1508.07909.
+# - **Shazeer, 2020.** Noam Shazeer. *GLU Variants Improve Transformer.*
+#   arXiv:2002.05202, 2020.
 # - **Su et al., 2021.** Jianlin Su, Yu Lu, Shengfeng Pan, Ahmed Murtadha, Bo Wen and
 #   Yunfeng Liu. *RoFormer: Enhanced Transformer with Rotary Position Embedding.*
 #   arXiv:2104.09864, 2021.
@@ -66,3 +74,7 @@
 #   Uszkoreit, Llion Jones, Aidan N. Gomez, Łukasz Kaiser and Illia Polosukhin.
 #   *Attention Is All You Need.* Advances in Neural Information Processing Systems 30
 #   (NeurIPS 2017). arXiv:1706.03762.
+# - **Xiong et al., 2020.** Ruibin Xiong et al. *On Layer Normalization in the
+#   Transformer Architecture.* ICML 2020. arXiv:2002.04745.
+# - **Zhang & Sennrich, 2019.** Biao Zhang and Rico Sennrich. *Root Mean Square Layer
+#   Normalization.* NeurIPS 2019. arXiv:1910.07467.

@@ -26,7 +26,7 @@ def module_sources(chapters: list[Chapter]) -> dict[str, str]:
             "# Do not edit: change the chapter, then run `make export`.\n"
         )
         if len(origins) > 1:  # each chapter's part starts with its own imports
-            header += "# ruff: noqa: E402, I001\n"
+            header += "# ruff: noqa: E402, I001, F811\n"
         blocks, previous = [], pieces[0][0]
         for chapter, code in pieces:
             if chapter is not previous:  # where a later chapter extends the module
