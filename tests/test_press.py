@@ -195,6 +195,7 @@ def test_fixture_book_renders_every_feature(book: Path, tmp_path: Path,
     assert "Chapter 1" in page and "Appendix A" in page
     assert "<code>code span with $dollars$</code>" in page
     assert "<code>{{ literal }}</code>" in page
+    assert 'alt="a + b"' in page and "a price of $5 and $10 is not math" in page
     assert (tmp_path / "html" / "figures" / "01_first-1.svg").exists()
     assert "Text(" not in page, "a plotting call's return value is not an output"
 

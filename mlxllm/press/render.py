@@ -35,7 +35,8 @@ MATH_PX = 14.5
 LONG_LISTING = 30  # lines; a shorter listing is never split across two pages
 KIND_NAMES = {"fig": "Figure", "tbl": "Table", "lst": "Listing", "eq": "Equation"}
 DISPLAY_MATH = re.compile(r"\$\$(?P<tex>.+?)\$\$(?:\s*\{#(?P<label>eq-[\w-]+)\})?", re.S)
-INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\s)(?P<tex>[^$\n]+?)(?<!\s)\$(?!\d)")
+# inline math may wrap onto the next source line, but never spans a blank line
+INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\s)(?P<tex>(?:[^$\n]|\n(?!\s*\n))+?)(?<!\s)\$(?!\d)")
 CROSS_REF = re.compile(r"(?<![\w@])@(?P<label>(?:fig|tbl|lst|eq)-[\w-]*[\w])")
 SLOT = "\ue000{}\ue001"  # private-use marks: Markdown strips \x02/\x03
 SLOT_RE = re.compile("\ue000(\\d+)\ue001")
@@ -205,7 +206,8 @@ class ChapterRenderer:
 
         text = DISPLAY_MATH.sub(display, text)
         text = INLINE_MATH.sub(
-            lambda m: keep(self.math(m["tex"], False, self.where(cell, line_of(m.start())))),
+            lambda m: keep(self.math(m["tex"].replace("\n", " "), False,
+                                     self.where(cell, line_of(m.start())))),
             text)
 
         def reference(match: re.Match) -> str:
