@@ -727,6 +727,7 @@ Table(memory_rows, ["preset", "parameters", "float32", "bfloat16",
 # step. Then measure one: forward, backward and an AdamW update.
 
 # %%
+#| export
 def train_flops_per_token(config: GPTConfig) -> float:
     """Training FLOPs per token: 6 N' plus the attention products."""
     d, T = config.n_embd, config.context
@@ -735,7 +736,7 @@ def train_flops_per_token(config: GPTConfig) -> float:
     weights = count_parameters(config) - T * d - norms
     return 6 * weights + 12 * config.n_layer * T * d
 
-
+# %%
 step_batch = 16
 machine_gflops = matmul_gflops()
 baby_flops = train_flops_per_token(baby_config) * step_batch \

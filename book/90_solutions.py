@@ -1676,12 +1676,7 @@ fig.tight_layout()
 # speed of a large matrix product.
 
 # %%
-def ch6_flops_per_token(config: GPTConfig) -> float:
-    d, length = config.n_embd, config.context
-    norms = 2 * d * (2 * config.n_layer + 1)
-    weights = count_parameters(config) - length * d - norms
-    return 6 * weights + 12 * config.n_layer * length * d
-
+from mlxllm.model import train_flops_per_token
 
 ch6_gflops = matmul_gflops()
 ch6_x = mx.random.randint(0, ch6_vocab, (16, 64))
@@ -1697,7 +1692,7 @@ for ch6_width in pick(smoke=[64], book=[64, 128, 256, 384]):
         ch6_optimizer.update(ch6_model, grads)
         return loss, ch6_model.parameters(), ch6_optimizer.state
 
-    ch6_predicted = ch6_flops_per_token(ch6_config) * ch6_x.size \
+    ch6_predicted = train_flops_per_token(ch6_config) * ch6_x.size \
         / (ch6_gflops * 1e9) * 1e3
     ch6_measured = median_seconds(ch6_step, pick(smoke=1, book=5)) * 1e3
     ch6_rows.append([ch6_width, ch6_predicted, ch6_measured,

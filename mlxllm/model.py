@@ -312,3 +312,12 @@ def count_parameters(config: GPTConfig) -> int:
         ffn = 2 * d * h + (h + d if config.bias else 0)
     embeddings = (config.vocab_size + config.context) * d
     return embeddings + config.n_layer * (attention + ffn + 2 * norm) + norm
+
+
+def train_flops_per_token(config: GPTConfig) -> float:
+    """Training FLOPs per token: 6 N' plus the attention products."""
+    d, T = config.n_embd, config.context
+    norms = (2 if config.norm == "layer" else 1) * d * (2 * config.n_layer
+                                                        + 1)
+    weights = count_parameters(config) - T * d - norms
+    return 6 * weights + 12 * config.n_layer * T * d
