@@ -3,10 +3,10 @@
 #
 # Chapter 6 ended with a GPT that has {{ baby_parameters:, }} parameters
 # and writes noise. This chapter teaches it Shakespeare. You write the
-# loss, the optimizer's schedule, gradient clipping and the step; you make
-# the step {{ compile_speedup:.1f }} times faster with one call to
-# `mx.compile`; you measure the model on text it never trained on, in
-# nats per character; and you make the run survive being stopped: a
+# loss, the optimizer and its schedule, gradient clipping and the step;
+# you compile the step and measure what that buys; you measure the model
+# on text it never trained on, in nats per character; and you make the
+# run survive being stopped: a
 # checkpoint holds everything needed to continue, and a resumed run
 # produces the very same losses as one that never stopped.
 #
@@ -305,7 +305,7 @@ def make_optimizer(config: TrainConfig) -> MatrixAdamW:
 
 # %% [markdown]
 # `TrainConfig`'s defaults are the configuration nanoGPT uses for its
-# character-level Shakespeare model on a CPU (Karpathy, 2023), so that
+# character-level Shakespeare model on a CPU (Karpathy, 2022), so that
 # results compare: batches of 12, peak learning rate $10^{-3}$ falling to
 # $10^{-4}$ over 2,000 steps after a 100-step warm-up, $\beta_2 = 0.99$
 # (the dataset is small, so a shorter memory for the second moment),
@@ -456,13 +456,15 @@ print(f"plain {1000 * plain_seconds:.1f} ms, compiled "
 # %% [markdown]
 # Here, on this machine's CPU, the compiled step takes
 # {{ 1000 * compiled_seconds:.0f }} ms against
-# {{ 1000 * plain_seconds:.0f }} ms, {{ compile_speedup:.1f }} times
-# faster. The gain comes from fusing chains of element-wise operations
-# (GELU, the normalizations, Adam's update) into single kernels that read
-# and write memory once; the matrix products, which do not fuse, are
-# unchanged. On a Mac's GPU the same call also saves kernel launches.
-# `bench/train.py` measures the effect more carefully, with the other
-# settings that matter.
+# {{ 1000 * plain_seconds:.0f }} ms for the plain one, a ratio of
+# {{ compile_speedup:.2f }}. Compilation can only speed up what it can
+# fuse: chains of element-wise operations (the normalizations, the
+# activation, Adam's update) become single kernels that read and write
+# memory once. The matrix products are calls into BLAS either way, and
+# on a CPU they are most of the step, so the gain here is bounded; on a
+# Mac's GPU, where every unfused operation also costs a kernel launch,
+# fusion matters more. `bench/train.py` takes the step apart and
+# measures where its time goes.
 #
 # ## Measuring on held-out text
 #
@@ -508,6 +510,13 @@ chars_per_token = len(val_text) / len(char_val_ids)
 untrained.eval()
 untrained_val = evaluate(untrained, val_ids, 64) / chars_per_token
 print(f"untrained: {untrained_val:.3f} nats/char")
+
+# %% [markdown]
+# {{ untrained_val:.2f }} nats per character, close to $\ln V$ =
+# {{ np.log(char_tokenizer.vocab_size):.2f }} for the
+# {{ char_tokenizer.vocab_size }} characters: the untrained model spreads
+# its bets evenly, as it should. Every number
+# below is measured the same way, so the fall from here is the learning.
 
 # %% [markdown]
 # ## Sampling, for now
@@ -983,11 +992,12 @@ def train_baby(tokenizer: CharTokenizer | BPETokenizer,
 
 char_run, char_minutes = train_baby(char_tokenizer, "baby-char")
 char_val = char_run.history["val_loss"][-1]
+char_peak_mib = mx.get_peak_memory() / 2**20
 
 # %% [markdown]
 # Each line is one evaluation. The training loss and the validation loss
-# fall together; the peak memory, a few tens of megabytes, is nothing
-# for a laptop (chapter 8 explains each megabyte). The run took
+# fall together; the peak memory, {{ char_peak_mib:.0f }} MiB, is nothing
+# for a laptop (chapter 8 accounts for each megabyte). The run took
 # {{ char_minutes:.1f }} minutes here. @fig-loss-char shows every
 # step.
 
@@ -1102,9 +1112,10 @@ Table(
 # @tbl-runs compares the runs per character, the only fair unit. The
 # character model reaches {{ char_val:.2f }} nats per character against
 # the 1.88 that nanoGPT reports for this configuration on a CPU
-# (Karpathy, 2023); the runs differ in details (nanoGPT estimates its
-# validation loss on 20 random batches, keeps biases, and uses other
-# random numbers), so agree within a few hundredths is what to expect.
+# (Karpathy, 2022). The two runs differ in details: nanoGPT estimates
+# its validation loss from 20 random batches rather than the whole split,
+# and draws other random numbers, so agreement within a few hundredths is
+# what to expect, not equality.
 # The BPE model reaches {{ bpe_val:.2f }}: it sees
 # {{ bpe_chars_per_token:.1f }} times as much text per step and has a
 # longer view, but it also has {{ bpe_tokenizer.vocab_size:, }} output
@@ -1130,7 +1141,7 @@ plt.legend()
 # The `full` preset is nanoGPT's larger Shakespeare model: 6 layers, 6
 # heads, 384 dimensions, a context of 256 characters, dropout 0.2,
 # batches of 64, 5,000 steps. nanoGPT reports a validation loss of about
-# 1.47 for it on a GPU (Karpathy, 2023). It was not run for this book:
+# 1.47 for it on a GPU (Karpathy, 2022). It was not run for this book:
 # the arithmetic below says why. On your Mac, run
 #
 # ```

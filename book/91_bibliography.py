@@ -48,6 +48,9 @@
 # - **Kudo & Richardson, 2018.** Taku Kudo and John Richardson. *SentencePiece: A
 #   simple and language independent subword tokenizer and detokenizer for Neural Text
 #   Processing.* EMNLP 2018 (system demonstrations). arXiv:1808.06226.
+# - **Loshchilov & Hutter, 2017.** Ilya Loshchilov and Frank Hutter. *SGDR:
+#   Stochastic Gradient Descent with Warm Restarts.* International Conference on
+#   Learning Representations (ICLR 2017). arXiv:1608.03983.
 # - **Loshchilov & Hutter, 2019.** Ilya Loshchilov and Frank Hutter. *Decoupled
 #   Weight Decay Regularization.* International Conference on Learning
 #   Representations (ICLR 2019). arXiv:1711.05101.
@@ -57,6 +60,9 @@
 # - **Okabe & Ito, 2008.** Masataka Okabe and Kei Ito. *Color Universal Design
 #   (CUD): How to make figures and presentations that are friendly to colorblind
 #   people.* 2008. The palette of every figure in this book.
+# - **Pascanu et al., 2013.** Razvan Pascanu, Tomas Mikolov and Yoshua Bengio. *On
+#   the difficulty of training Recurrent Neural Networks.* International Conference
+#   on Machine Learning (ICML 2013). arXiv:1211.5063.
 # - **Press & Wolf, 2017.** Ofir Press and Lior Wolf. *Using the Output Embedding to
 #   Improve Language Models.* EACL 2017. arXiv:1608.05859.
 # - **Radford et al., 2019.** Alec Radford, Jeffrey Wu, Rewon Child, David Luan, Dario

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="chapters run at once (default: 1 for book/full, whose "
                              "timings the book prints; 2 for smoke)")
     parser.add_argument("--no-cache", action="store_true", help="re-run every chapter")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     profile = args.profile or os.environ.get("MLXLLM_PROFILE", "book")
     jobs = args.jobs or (2 if profile == "smoke" else 1)
     try:
