@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: pdf test export export-check lint clean bench doctor
+.PHONY: pdf test export export-check lint clean bench doctor train
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) mlxllm/press/system.py
@@ -31,6 +31,10 @@ lint: $(STAMP)
 
 doctor: $(STAMP)
 	$(VENV)/bin/mlxllm doctor
+
+# The book's full Shakespeare model into runs/full; `make train TRAIN_ARGS=--resume` continues it.
+train: $(STAMP)
+	$(VENV)/bin/mlxllm train --preset full $(TRAIN_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/press.py

@@ -608,10 +608,11 @@ class Progress:
     """One status line: redrawn in place on a terminal, printed every
     `every` steps elsewhere (a log file, a notebook)."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr,
+    def __init__(self, total: int, stream: TextIO | None = None,
                  every: int = 100) -> None:
-        self.total, self.stream, self.every = total, stream, every
-        self.live = stream.isatty()
+        self.total, self.every = total, every
+        self.stream = sys.stderr if stream is None else stream
+        self.live = self.stream.isatty()
         self.started = time.perf_counter()
         self.first_step: int | None = None
 
@@ -840,10 +841,13 @@ def read_checkpoint(directory: Path) -> tuple[dict, dict, dict]:
         raise CheckpointError(
             f"{directory}: checkpoint format {record.get('format')!r}, "
             f"this mlxllm reads format {CHECKPOINT_FORMAT}")
+    hashes = record.get("sha256")
+    if not isinstance(hashes, dict):
+        raise CheckpointError(f"{directory}/state.json has no file hashes")
     arrays = []
     for file in ("model.safetensors", "optimizer.safetensors"):
         path = directory / file
-        if not path.is_file() or file_sha256(path) != record["sha256"][file]:
+        if not path.is_file() or file_sha256(path) != hashes.get(file):
             raise CheckpointError(
                 f"{path} is missing or differs from when it was saved; "
                 "resume from an earlier step-* directory (edit "
@@ -854,7 +858,8 @@ def read_checkpoint(directory: Path) -> tuple[dict, dict, dict]:
 
 def load_tokenizer(path: Path) -> Tokenizer:
     """A tokenizer file of either kind, by its first line."""
-    first = Path(path).read_text(encoding="utf-8").split("\n", 1)[0]
+    first = Path(path).read_bytes().split(b"\n", 1)[0].decode(
+        "utf-8", errors="replace")
     kinds = {BPETokenizer.magic: BPETokenizer,
              CharTokenizer.magic: CharTokenizer}
     return kinds.get(first.split(" ")[0], BPETokenizer).load(path)

@@ -1,0 +1,199 @@
+"""mlxllm.train as `mlxllm train` uses it: a run learns, resumes exactly, refuses bad checkpoints
+and never loses its last good one."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlxllm import train
+from mlxllm.cli import RUN_CONFIG, RUN_TRAINER
+from mlxllm.data import cache_dir, split_train_val
+from mlxllm.model import GPT, GPTConfig
+from mlxllm.tokenizer import CharTokenizer
+from tests.conftest import ROOT
+
+TINY_MODEL = dict(context=16, n_layer=1, n_head=2, n_embd=32)
+# Flags for a model that trains in milliseconds per step, evaluated on a slice of the split.
+TINY_FLAGS = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--context", "16",
+              "--batch-size", "4", "--warmup-steps", "1", "--no-compile",
+              "--eval-tokens", "512", "--sample-tokens", "0"]
+
+
+def corpus_dir() -> Path | None:
+    """A directory holding the verified corpus: $MLXLLM_DATA, ../shared/data or the cache."""
+    candidates = [ROOT.parent / "shared" / "data", cache_dir()]
+    if os.environ.get("MLXLLM_DATA"):
+        candidates.insert(0, Path(os.environ["MLXLLM_DATA"]))
+    for directory in candidates:
+        if (directory / "tinyshakespeare.txt").is_file():
+            return directory
+    return None
+
+
+def cli_environment(cache: Path) -> dict[str, str]:
+    """Environment variables for the CLI: the local corpus, and a private token cache."""
+    data = corpus_dir()
+    if data is None:
+        pytest.skip("no local copy of tinyshakespeare.txt")
+    return {"MLXLLM_DATA": str(data), "XDG_CACHE_HOME": str(cache)}
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`mlxllm ARGS` in a new process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "mlxllm.cli", *args], cwd=cwd,
+                          env={**os.environ, **env}, capture_output=True, text=True)
+
+
+def history(run_dir: Path) -> dict[str, list[float]]:
+    """The history stored in a run's latest checkpoint."""
+    state = train.latest_checkpoint(run_dir) / "state.json"
+    return json.loads(state.read_text())["history"]
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[CharTokenizer, np.ndarray, np.ndarray]:
+    """The character tokenizer, 200k training ids and 2,048 validation ids."""
+    data = corpus_dir()
+    if data is None:
+        pytest.skip("no local copy of tinyshakespeare.txt")
+    text = (data / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    tokenizer = CharTokenizer.train(text)
+    train_text, val_text = split_train_val(text)
+    return (tokenizer, np.array(tokenizer.encode(train_text[:200_000]), dtype=np.uint16),
+            np.array(tokenizer.encode(val_text[:2048]), dtype=np.uint16))
+
+
+def tiny_trainer(corpus: tuple, run_dir: Path | None = None, steps: int = 12,
+                 n_layer: int = 1, learning_rate: float = 1e-3) -> train.Trainer:
+    """A freshly initialised tiny model and its trainer, with the CLI's classes."""
+    tokenizer, train_ids, val_ids = corpus
+    mx.random.seed(0)
+    model = GPT(GPTConfig(tokenizer.vocab_size, **{**TINY_MODEL, "n_layer": n_layer}))
+    config = RUN_CONFIG(steps=steps, batch_size=8, learning_rate=learning_rate,
+                        warmup_steps=1, eval_every=steps // 2, checkpoint_every=steps // 4,
+                        compile=False)
+    return RUN_TRAINER(model, config, train_ids, val_ids, 1.0, tokenizer.fingerprint(),
+                       run_dir=run_dir, log=None)
+
+
+def test_the_loss_falls_on_a_tiny_run(corpus: tuple) -> None:
+    result = tiny_trainer(corpus, steps=60, learning_rate=3e-3).run()
+    first, last = np.mean(result["loss"][:5]), np.mean(result["loss"][-5:])
+    assert last < first - 0.8, (first, last)
+    assert result["val_loss"][-1] < result["val_loss"][0], result["val_loss"]
+
+
+def test_a_stopped_and_resumed_run_matches_an_uninterrupted_one(corpus: tuple,
+                                                                tmp_path: Path) -> None:
+    straight = tiny_trainer(corpus).run()
+    tiny_trainer(corpus, run_dir=tmp_path).run(until=5)
+    assert train.latest_checkpoint(tmp_path).name == "step-0000005"
+    resumed = tiny_trainer(corpus, run_dir=tmp_path)
+    train.resume(resumed)
+    finished = resumed.run()
+    assert finished["step"] == straight["step"] == list(range(1, 13))
+    for name in ("loss", "grad_norm", "learning_rate", "val_loss"):
+        np.testing.assert_allclose(finished[name], straight[name], rtol=1e-5, err_msg=name)
+
+
+def test_a_cli_run_stopped_by_ctrl_c_resumes_to_the_same_losses(tmp_path: Path) -> None:
+    env = cli_environment(tmp_path / "cache")
+    steps = ["--steps", "100", "--eval-every", "50", "--checkpoint-every", "10"]
+    straight = run_cli(["train", *TINY_FLAGS, *steps, "--run-dir", "straight"], tmp_path, env)
+    assert straight.returncode == 0, straight.stderr
+    process = subprocess.Popen([sys.executable, "-m", "mlxllm.cli", "train", *TINY_FLAGS,
+                                *steps, "--run-dir", "stopped"], cwd=tmp_path,
+                               env={**os.environ, **env}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "stopped" / "latest").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    saved = train.latest_checkpoint(tmp_path / "stopped")
+    stopped_at = json.loads((saved / "state.json").read_text())["step"]
+    assert 10 <= stopped_at < 100 and saved.name == f"step-{stopped_at:07d}"
+    assert f"checkpoint saved in {Path('stopped') / saved.name}" in stderr
+    command = re.search(r"continue with: (.*)", stderr).group(1)
+    assert command.startswith("mlxllm train --run-dir stopped --resume"), command
+    resumed = run_cli(shlex.split(command)[1:], tmp_path, env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming at step {stopped_at}" in resumed.stdout
+    finished, expected = history(tmp_path / "stopped"), history(tmp_path / "straight")
+    assert finished["step"] == expected["step"] and finished["eval_step"] == [50, 100]
+    for name in ("loss", "grad_norm", "val_loss"):
+        np.testing.assert_allclose(finished[name], expected[name], rtol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("file, damage", [
+    ("model.safetensors", lambda data: data[:-8] + bytes(8)),
+    ("optimizer.safetensors", lambda data: data[:100]),
+    ("state.json", lambda data: data[:50]),
+], ids=["weights", "optimizer", "record"])
+def test_a_damaged_checkpoint_is_refused_naming_the_file(
+        corpus: tuple, tmp_path: Path, file: str, damage: Callable[[bytes], bytes]) -> None:
+    tiny_trainer(corpus, run_dir=tmp_path).run(until=3)
+    path = train.latest_checkpoint(tmp_path) / file
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(train.CheckpointError, match=re.escape(str(path))):
+        train.resume(tiny_trainer(corpus, run_dir=tmp_path))
+
+
+def test_a_checkpoint_of_another_run_is_refused_naming_the_field(corpus: tuple,
+                                                               tmp_path: Path) -> None:
+    tiny_trainer(corpus, run_dir=tmp_path).run(until=3)
+    with pytest.raises(train.CheckpointError, match="model differs, n_layer: 1 there, 2 here"):
+        train.resume(tiny_trainer(corpus, run_dir=tmp_path, n_layer=2))
+    with pytest.raises(train.CheckpointError, match="train differs, .*steps: 12 there, 16 here"):
+        train.resume(tiny_trainer(corpus, run_dir=tmp_path, steps=16))
+    other = tiny_trainer(corpus, run_dir=tmp_path)
+    other.fingerprint = CharTokenizer.train("abc").fingerprint()
+    with pytest.raises(train.CheckpointError, match="tokenizer_sha256 differs"):
+        train.resume(other)
+
+
+def test_a_crash_while_saving_never_replaces_the_last_good_checkpoint(
+        corpus: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_trainer(corpus, run_dir=tmp_path).run(until=3)
+    good = train.latest_checkpoint(tmp_path)
+    before = {path.name: path.read_bytes() for path in good.iterdir()}
+    trainer = tiny_trainer(corpus, run_dir=tmp_path)
+    train.resume(trainer)
+    save = mx.save_safetensors
+
+    def disk_full(path: str, arrays: dict) -> None:
+        if path.endswith("optimizer.safetensors"):
+            raise OSError("No space left on device")
+        save(path, arrays)
+
+    monkeypatch.setattr(mx, "save_safetensors", disk_full)
+    with pytest.raises(OSError):
+        trainer.run()
+    partial = tmp_path / f".step-0000006.partial-{os.getpid()}"
+    assert partial.is_dir() and not (partial / "state.json").exists()
+    assert train.latest_checkpoint(tmp_path) == good
+    assert {path.name: path.read_bytes() for path in good.iterdir()} == before
+    monkeypatch.undo()
+    (tmp_path / ".step-0000099.partial-1").mkdir()  # another process's leftover
+    resumed = tiny_trainer(corpus, run_dir=tmp_path)
+    train.resume(resumed)
+    resumed.run()
+    assert train.latest_checkpoint(tmp_path).name == "step-0000012"
+    assert not partial.exists()  # this process's leftover became step-0000006
+    assert sorted(path.name for path in tmp_path.glob("step-*")) == [
+        f"step-{step:07d}" for step in (3, 6, 9, 12)]
+
