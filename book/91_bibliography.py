@@ -17,6 +17,8 @@
 # - **Brown et al., 2020.** Tom B. Brown et al. *Language Models are Few-Shot
 #   Learners.* Advances in Neural Information Processing Systems 33 (NeurIPS 2020).
 #   arXiv:2005.14165.
+# - **Chen et al., 2016.** Tianqi Chen, Bing Xu, Chiyuan Zhang and Carlos Guestrin.
+#   *Training Deep Nets with Sublinear Memory Cost.* arXiv:1604.06174, 2016.
 # - **Chen et al., 2023.** Shouyuan Chen, Sherman Wong, Liangjian Chen and Yuandong
 #   Tian. *Extending Context Window of Large Language Models via Positional
 #   Interpolation.* arXiv:2306.15595, 2023.
@@ -25,6 +27,9 @@
 #   IO-Awareness.* NeurIPS 2022. arXiv:2205.14135.
 # - **Gage, 1994.** Philip Gage. *A New Algorithm for Data Compression.* The C Users
 #   Journal 12(2), 1994. The original byte pair encoding, for compression.
+# - **Gupta et al., 2015.** Suyog Gupta, Ankur Agrawal, Kailash Gopalakrishnan and
+#   Pritish Narayanan. *Deep Learning with Limited Numerical Precision.* International
+#   Conference on Machine Learning (ICML 2015). arXiv:1502.02551.
 # - **Hannun et al., 2023.** Awni Hannun, Jagrit Digani, Angelos Katharopoulos and
 #   Ronan Collobert. *MLX: Efficient and flexible machine learning on Apple silicon.*
 #   Software, 2023. <https://github.com/ml-explore/mlx>
@@ -43,6 +48,10 @@
 # - **Kingma & Ba, 2015.** Diederik P. Kingma and Jimmy Ba. *Adam: A Method for
 #   Stochastic Optimization.* International Conference on Learning Representations
 #   (ICLR 2015). arXiv:1412.6980.
+# - **Korthikanti et al., 2022.** Vijay Korthikanti, Jared Casper, Sangkug Lym,
+#   Lawrence McAfee, Michael Andersch, Mohammad Shoeybi and Bryan Catanzaro. *Reducing
+#   Activation Recomputation in Large Transformer Models.* arXiv:2205.05198, 2022
+#   (MLSys 2023).
 # - **Kudo, 2018.** Taku Kudo. *Subword Regularization: Improving Neural Network
 #   Translation Models with Multiple Subword Candidates.* ACL 2018. arXiv:1804.10959.
 # - **Kudo & Richardson, 2018.** Taku Kudo and John Richardson. *SentencePiece: A
