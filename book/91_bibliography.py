@@ -72,6 +72,9 @@
 # - **Pascanu et al., 2013.** Razvan Pascanu, Tomas Mikolov and Yoshua Bengio. *On
 #   the difficulty of training Recurrent Neural Networks.* International Conference
 #   on Machine Learning (ICML 2013). arXiv:1211.5063.
+# - **Polyak & Juditsky, 1992.** Boris T. Polyak and Anatoli B. Juditsky.
+#   *Acceleration of Stochastic Approximation by Averaging.* SIAM Journal on Control
+#   and Optimization 30(4), 1992.
 # - **Press & Wolf, 2017.** Ofir Press and Lior Wolf. *Using the Output Embedding to
 #   Improve Language Models.* EACL 2017. arXiv:1608.05859.
 # - **Radford et al., 2019.** Alec Radford, Jeffrey Wu, Rewon Child, David Luan, Dario
