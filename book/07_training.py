@@ -1104,7 +1104,8 @@ Table(
     [("characters (this run)", char_tokenizer.vocab_size,
       count_parameters(char_run.model.config), 64.0, char_val,
       char_minutes),
-     ("1,024 BPE ids (this run)", bpe_tokenizer.vocab_size,
+     (f"{bpe_tokenizer.vocab_size:,} BPE ids (this run)",
+      bpe_tokenizer.vocab_size,
       count_parameters(bpe_run.model.config), 64 * bpe_chars_per_token,
       bpe_val, bpe_minutes),
      ("characters (nanoGPT, published)", 65, "", 64.0, 1.88, "")],
@@ -1177,8 +1178,8 @@ def preset(name: str, vocab_size: int) -> tuple[GPTConfig, TrainConfig]:
 # How long the full run takes follows from chapter 6's FLOP count:
 
 # %%
-full_config = GPTConfig.full(char_tokenizer.vocab_size, dropout=0.2)
-full_tokens = 5000 * 64 * full_config.context
+full_config, full_train = preset("full", char_tokenizer.vocab_size)
+full_tokens = full_train.steps * full_train.batch_size * full_config.context
 full_flops = train_flops_per_token(full_config) * full_tokens
 baby_flops_rate = (train_flops_per_token(char_run.model.config)
                    * run_steps * run_config.batch_size * 64
@@ -1190,11 +1191,11 @@ Table([(f"{rate / 1e12:g} TFLOP/s", full_flops / rate / 3600)
 # %% [markdown]
 # The run needs {{ full_flops / 1e15:.0f }} PFLOP. The first row is the
 # rate the baby run sustained on this machine's CPU,
-# {{ baby_flops_rate / 1e9:.0f }} GFLOP/s: days. The other rows are
-# rates to compare with your machine's: a laptop GPU of the M1 to M3
-# generations sustains a few TFLOP/s in float32 on models this small,
-# which brings the run down to an hour or two. Measure your own with
-# `mlxllm doctor` and the baby run's log before you commit an evening.
+# {{ baby_flops_rate / 1e9:.0f }} GFLOP/s. The other rows are round
+# rates to compare with your own machine's; this book was not built on
+# a Mac, so it cannot tell you which row is yours. Measure it with
+# `mlxllm doctor` and the tokens per second of a short baby run before
+# you commit an evening.
 #
 # ## Summary
 #
