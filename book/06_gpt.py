@@ -76,6 +76,9 @@ import math
 
 import mlx.core as mx
 import mlx.nn as nn
+import mlx.optimizers as optim
+
+from mlxllm.hardware import median_seconds
 
 
 class LayerNorm(nn.Module):
@@ -90,7 +93,7 @@ class LayerNorm(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         mean = x.mean(axis=-1, keepdims=True)
-        variance = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+        variance = mx.square(x - mean).mean(axis=-1, keepdims=True)
         return (x - mean) * mx.rsqrt(variance + self.eps) * self.weight \
             + self.bias
 
@@ -724,7 +727,8 @@ Table(memory_rows, ["preset", "parameters", "float32", "bfloat16",
 # attention term as $6LTd$ because they count a causal model's half of the
 # score matrix; your implementation computes it all.) Divide by the speed
 # of this machine's matrix products and you have a prediction for one
-# step. Then measure one: forward, backward and an AdamW update.
+# step. Then measure one with `time_train_step`: forward, backward and an
+# AdamW update, timed as the median of several steps on one batch.
 
 # %%
 #| export
@@ -736,6 +740,25 @@ def train_flops_per_token(config: GPTConfig) -> float:
     weights = count_parameters(config) - T * d - norms
     return 6 * weights + 12 * config.n_layer * T * d
 
+
+def time_train_step(model: GPT, x: mx.array, y: mx.array,
+                    repeats: int) -> float:
+    """Median seconds of one plain training step of `model` on the batch
+    (x, y): the loss, its gradients and an AdamW update (which change the
+    model's weights)."""
+    def loss_fn(model: GPT, x: mx.array, y: mx.array) -> mx.array:
+        return nn.losses.cross_entropy(model(x), y, reduction="mean")
+
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+    optimizer = optim.AdamW(learning_rate=1e-3)
+
+    def step() -> tuple:
+        loss, grads = loss_and_grad(model, x, y)
+        optimizer.update(model, grads)
+        return loss, model.parameters(), optimizer.state
+
+    return median_seconds(step, repeats)
+
 # %%
 step_batch = 16
 machine_gflops = matmul_gflops()
@@ -744,18 +767,8 @@ baby_flops = train_flops_per_token(baby_config) * step_batch \
 predicted_ms = baby_flops / (machine_gflops * 1e9) * 1e3
 
 mx.random.seed(0)
-model = GPT(baby_config)
-optimizer = optim.AdamW(learning_rate=1e-3)
-loss_and_grad = nn.value_and_grad(model, lm_loss)
-
-
-def train_step() -> tuple:
-    loss, grads = loss_and_grad(model, x_batch, y_batch)
-    optimizer.update(model, grads)
-    return loss, model.parameters(), optimizer.state
-
-
-measured_ms = median_seconds(train_step, pick(smoke=2, book=10)) * 1e3
+measured_ms = 1e3 * time_train_step(GPT(baby_config), x_batch, y_batch,
+                                    pick(smoke=2, book=10))
 print(f"{baby_flops / 1e9:.2f} GFLOP per step at {machine_gflops:.0f} "
       f"GFLOP/s: predicted {predicted_ms:.1f} ms, measured "
       f"{measured_ms:.1f} ms")
@@ -805,9 +818,10 @@ print(f"{saved_kib:,.0f} KiB; logits reproduced exactly")
 #
 # ## What an untrained model says
 #
-# Sampling is chapter 8's subject, but the simplest version takes four
-# lines: feed the text so far, take the logits of the last position, draw
-# a character from their softmax, append it, repeat.
+# Chapter 7 writes a proper sampler and chapter 9 makes it fast, but the
+# simplest version takes four lines: feed the text so far, take the
+# logits of the last position, draw a character from their softmax,
+# append it, repeat.
 
 # %%
 mx.random.seed(0)
@@ -849,7 +863,9 @@ print(untrained_sample)
 #   `GPTConfig.baby(vocab_size)` and `GPTConfig.full(vocab_size)` and the
 #   property `hidden`; `make_norm(config)`;
 # - `Block(config)`, called as `block(x, mask)`;
-# - `GPT(config)`, called on (B, T) ids, and `count_parameters(config)`.
+# - `GPT(config)`, called on (B, T) ids, and `count_parameters(config)`;
+# - `train_flops_per_token(config)` and `time_train_step(model, x, y,
+#   repeats)`.
 #
 # ## Exercises
 #

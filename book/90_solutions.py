@@ -1676,25 +1676,17 @@ fig.tight_layout()
 # speed of a large matrix product.
 
 # %%
-from mlxllm.model import train_flops_per_token
+from mlxllm.model import time_train_step, train_flops_per_token
 
 ch6_gflops = matmul_gflops()
 ch6_x = mx.random.randint(0, ch6_vocab, (16, 64))
 ch6_rows = []
 for ch6_width in pick(smoke=[64], book=[64, 128, 256, 384]):
     ch6_config = GPTConfig.baby(ch6_vocab, n_embd=ch6_width)
-    ch6_model = GPT(ch6_config)
-    ch6_optimizer = optim.AdamW(learning_rate=1e-3)
-    ch6_step_grad = nn.value_and_grad(ch6_model, ch6_loss)
-
-    def ch6_step() -> tuple:
-        loss, grads = ch6_step_grad(ch6_model, ch6_x, ch6_x)
-        ch6_optimizer.update(ch6_model, grads)
-        return loss, ch6_model.parameters(), ch6_optimizer.state
-
     ch6_predicted = train_flops_per_token(ch6_config) * ch6_x.size \
         / (ch6_gflops * 1e9) * 1e3
-    ch6_measured = median_seconds(ch6_step, pick(smoke=1, book=5)) * 1e3
+    ch6_measured = 1e3 * time_train_step(GPT(ch6_config), ch6_x, ch6_x,
+                                         pick(smoke=1, book=5))
     ch6_rows.append([ch6_width, ch6_predicted, ch6_measured,
                      ch6_measured / ch6_predicted])
 

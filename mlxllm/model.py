@@ -113,6 +113,9 @@ import math
 
 import mlx.core as mx
 import mlx.nn as nn
+import mlx.optimizers as optim
+
+from mlxllm.hardware import median_seconds
 
 
 class LayerNorm(nn.Module):
@@ -127,7 +130,7 @@ class LayerNorm(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         mean = x.mean(axis=-1, keepdims=True)
-        variance = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+        variance = mx.square(x - mean).mean(axis=-1, keepdims=True)
         return (x - mean) * mx.rsqrt(variance + self.eps) * self.weight \
             + self.bias
 
@@ -321,3 +324,22 @@ def train_flops_per_token(config: GPTConfig) -> float:
                                                         + 1)
     weights = count_parameters(config) - T * d - norms
     return 6 * weights + 12 * config.n_layer * T * d
+
+
+def time_train_step(model: GPT, x: mx.array, y: mx.array,
+                    repeats: int) -> float:
+    """Median seconds of one plain training step of `model` on the batch
+    (x, y): the loss, its gradients and an AdamW update (which change the
+    model's weights)."""
+    def loss_fn(model: GPT, x: mx.array, y: mx.array) -> mx.array:
+        return nn.losses.cross_entropy(model(x), y, reduction="mean")
+
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+    optimizer = optim.AdamW(learning_rate=1e-3)
+
+    def step() -> tuple:
+        loss, grads = loss_and_grad(model, x, y)
+        optimizer.update(model, grads)
+        return loss, model.parameters(), optimizer.state
+
+    return median_seconds(step, repeats)

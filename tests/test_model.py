@@ -17,6 +17,7 @@ from mlxllm.model import (
     RMSNorm,
     causal_mask,
     count_parameters,
+    time_train_step,
 )
 
 
@@ -139,3 +140,15 @@ def test_too_long_input_says_what_to_change() -> None:
     ids = random_ids(config, length=config.context + 1)
     with pytest.raises(ValueError, match="crop the input"):
         GPT(config)(ids)
+
+
+def test_time_train_step_times_a_real_update() -> None:
+    config = small_config()
+    mx.random.seed(0)
+    model = GPT(config)
+    before = [value for _, value in tree_flatten(model.parameters())]
+    ids = random_ids(config)
+    seconds = time_train_step(model, ids, ids, repeats=2)
+    after = [value for _, value in tree_flatten(model.parameters())]
+    assert 0 < seconds < 60
+    assert not all(mx.array_equal(a, b).item() for a, b in zip(before, after))
