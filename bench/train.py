@@ -15,7 +15,11 @@ Sections (`--only`, default all):
   the reference BLAS bundled in MLX's wheel (MLXLLM_OPENBLAS set to a path that does
   not exist, so mlxllm preloads nothing).
 - compile: the baby step with and without `mx.compile`.
-- activation: the baby step with ReLU, GELU and SwiGLU, MLX and PyTorch.
+- activation: the baby step with ReLU, GELU and SwiGLU, MLX and PyTorch, and MLX's
+  GELU layer with `nn.gelu` in place of mlxllm's rational `gelu` (chapter 6).
+- layernorm: the compiled baby step with chapter 6's LayerNorm (variance as
+  `mx.square(x - mean)`), with the `(x - mean) ** 2` it was first written with, and
+  with `mx.fast.layer_norm`.
 - checkpointing: the compiled baby step with chapter 8's activation checkpointing
   (`mlxllm.train.use_checkpointing`), and its peak memory, when this mlxllm has it.
 - phases: the baby step taken apart: forward (loss) only, forward and backward,
@@ -60,7 +64,8 @@ import numpy as np
 import mlxllm.train
 from mlxllm.blas import blas_in_use, find_openblas
 from mlxllm.hardware import describe_machine
-from mlxllm.model import GPT, GPTConfig, LayerNorm, attention_weights, causal_mask
+from mlxllm.model import (GPT, FeedForward, GPTConfig, LayerNorm, attention_weights,
+                          causal_mask, gelu)
 from mlxllm.train import (TrainConfig, clip_by_global_norm, cross_entropy,
                           language_model_loss, make_optimizer, make_step)
 
@@ -74,7 +79,7 @@ TORCH_HINT = ("PyTorch is not installed, so its rows are skipped; install it wit
               "  .venv/bin/pip install torch --index-url "
               "https://download.pytorch.org/whl/cpu")
 VOCAB = 65  # Tiny Shakespeare's characters
-SECTIONS = ("frameworks", "blas", "compile", "activation", "checkpointing",
+SECTIONS = ("frameworks", "blas", "compile", "activation", "layernorm", "checkpointing",
             "phases", "ops")
 Run = Callable[[], object]  # one step, waited for
 
@@ -222,17 +227,71 @@ def section_compile(args: argparse.Namespace) -> None:
                      dict.fromkeys(runs, 12 * 64))
 
 
+class MLXGeluFeedForward(FeedForward):
+    """The GELU feed-forward layer with MLX's `nn.gelu` (its erf, and automatic
+    differentiation) instead of mlxllm's rational `gelu`."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.down_proj(nn.gelu(self.up_proj(x)))
+
+
+def with_mlx_gelu(model: GPT) -> GPT:
+    for _, module in model.named_modules():
+        if isinstance(module, FeedForward):
+            module.__class__ = MLXGeluFeedForward
+    return model
+
+
 def section_activation(args: argparse.Namespace) -> None:
     runs = {}
     for activation in ("relu", "gelu", "swiglu"):
         config = GPTConfig.baby(VOCAB, activation=activation)
         runs[f"MLX {activation}"] = mlx_run(config, 12)
+        if activation == "gelu":
+            runs["MLX gelu, nn.gelu"] = mlx_run(config, 12, transform=with_mlx_gelu)
         if torch is not None:
             runs[f"PyTorch {activation}"] = torch_run(config, 12)
     if torch is None:
         print(TORCH_HINT)
     print(f"### activation: baby step, batch 12 (MLX compiled, PyTorch eager); {load()}")
     print_step_table(measure(runs, args.steps, args.repeats), "MLX gelu",
+                     dict.fromkeys(runs, 12 * 64))
+
+
+class PowerLayerNorm(LayerNorm):
+    """LayerNorm with the variance written `(x - mean) ** 2`."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        mean = x.mean(axis=-1, keepdims=True)
+        variance = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+        return (x - mean) * mx.rsqrt(variance + self.eps) * self.weight + self.bias
+
+
+class FastLayerNorm(LayerNorm):
+    """LayerNorm by MLX's fused `mx.fast.layer_norm`."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return mx.fast.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+def with_norm(norm_class: type[LayerNorm]) -> Callable[[GPT], GPT]:
+    """A transform for `mlx_run` that swaps every LayerNorm's class."""
+    def transform(model: GPT) -> GPT:
+        for _, module in model.named_modules():
+            if isinstance(module, LayerNorm):
+                module.__class__ = norm_class
+        return model
+    return transform
+
+
+def section_layernorm(args: argparse.Namespace) -> None:
+    config = GPTConfig.baby(VOCAB)
+    runs = {"mx.square (chapter 6)": mlx_run(config, 12),
+            "** 2": mlx_run(config, 12, transform=with_norm(PowerLayerNorm)),
+            "mx.fast.layer_norm": mlx_run(config, 12,
+                                          transform=with_norm(FastLayerNorm))}
+    print(f"### LayerNorm: baby step, compiled, batch 12; {load()}")
+    print_step_table(measure(runs, args.steps, args.repeats), "mx.square (chapter 6)",
                      dict.fromkeys(runs, 12 * 64))
 
 
@@ -328,7 +387,9 @@ def section_ops(args: argparse.Namespace) -> None:
         "matmul 768×128 · 128×65 (tied head)": (
             lambda a, w: a @ w.T, [(b * t, d), (VOCAB, d)], 1),
         "ReLU 768×512": (nn.relu, [(b, t, hidden)], layers),
-        "GELU (exact) 768×512": (nn.gelu, [(b, t, hidden)], layers),
+        "GELU, mlxllm (rational erf, own backward) 768×512": (
+            gelu, [(b, t, hidden)], layers),
+        "GELU, nn.gelu (exact) 768×512": (nn.gelu, [(b, t, hidden)], layers),
         "GELU, tanh approximation 768×512": (nn.gelu_approx, [(b, t, hidden)], layers),
         "SwiGLU gate silu(g)·u 768×512": (
             lambda g, u: nn.silu(g) * u, [(b, t, hidden), (b, t, hidden)], layers),

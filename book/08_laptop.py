@@ -87,13 +87,15 @@ baby_parameters = count_parameters(GPTConfig.baby(vocab))
 #| echo: false
 #| label: tbl-saved
 #| tbl-cap: What one block keeps for the backward pass, per token, for the GELU block of chapter 6 (d = n_embd, H heads, T positions of context). The feed-forward width is 4d.
+gelu_saved = 2  # up_proj output (GELU's input) and GELU output
+saved_d = 6 + 3 + 1 + gelu_saved * 4
 Table([("2 LayerNorms", "centred input, normalized, output", "6d"),
        ("attention", "scaled queries, keys, values", "3d"),
        ("attention", "softmax probabilities, H rows of T", "H·T"),
        ("attention", "merged heads (input of out_proj)", "d"),
-       ("feed-forward", "up_proj output, its scaled copy, 1 + erf, "
-        "GELU output", "4 × 4d"),
-       ("total", "", "26d + H·T")],
+       ("feed-forward", "up_proj output (GELU's input), GELU output",
+        f"{gelu_saved} × 4d"),
+       ("total", "", f"{saved_d}d + H·T")],
       ["part", "arrays kept", "numbers per token"])
 
 # %% [markdown]
@@ -122,7 +124,7 @@ from mlx.utils import tree_map
 
 from mlxllm.model import GPT, Block, GPTConfig, count_parameters
 
-FFN_SAVED = {"relu": 2, "gelu": 4, "swiglu": 5}
+FFN_SAVED = {"relu": 2, "gelu": 2, "swiglu": 5}
 PRECISIONS = ("float32", "mixed", "bfloat16")
 
 
@@ -427,7 +429,7 @@ Table(accumulation_rows, ["micro-batches", "windows each", "estimate (MiB)",
 # forward pass keeps only the input of each block and throws its
 # intermediates away; when the backward pass reaches a block, it runs
 # that block's forward pass again from the saved input, and then its
-# backward pass. Of @tbl-saved's $26d + H·T$ numbers per token and
+# backward pass. Of @tbl-saved's ${{ saved_d }}d + H·T$ numbers per token and
 # block, only $d$ stay; the rest exist for one block at a time. The cost
 # is a second forward pass through every block, about a third more
 # arithmetic, since a backward pass costs about twice a forward one.
@@ -1147,7 +1149,8 @@ Table(fit_rows, ["model", "setup", "M params", "fixed (GB)",
 #
 # A training step's memory is parameters, gradients and two Adam
 # moments, 16 bytes per parameter in float32, plus the activations,
-# $26d + H·T$ numbers per token per block for our GELU block, which the
+# ${{ saved_d }}d + H·T$ numbers per token per block for our GELU
+# block, which the
 # estimate predicted within {{ memory_spread:.0%}} of MLX's measured peak.
 # Gradient accumulation gives the same update as a large batch at the
 # memory of a micro-batch. Activation checkpointing keeps only the input

@@ -2487,6 +2487,6 @@ print(f"largest gradient difference with dropout 0.2: {ch8_mask_gap:.1e}")
 # Against the plain block, with the same seed and therefore the same
 # masks, the largest gradient difference is now {{ ch8_mask_gap:.0e}},
 # rounding, where the chapter's version was off by whole units. The
-# masks cost $2d$ bytes per token and block, next to the $26d$ float32
-# numbers checkpointing saves. For `use_checkpointing` to accept dropout,
+# masks cost $2d$ bytes per token and block, next to the float32
+# activations, four bytes per number, that checkpointing saves. For `use_checkpointing` to accept dropout,
 # `CheckpointedBlock` would adopt this `__call__`.

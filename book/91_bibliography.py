@@ -80,6 +80,10 @@
 # - **Radford et al., 2019.** Alec Radford, Jeffrey Wu, Rewon Child, David Luan, Dario
 #   Amodei and Ilya Sutskever. *Language Models are Unsupervised Multitask Learners.*
 #   OpenAI, 2019 (the GPT-2 report; its byte-level BPE and split pattern).
+# - **Sanathanan & Koerner, 1963.** C. K. Sanathanan and J. Koerner. *Transfer
+#   Function Synthesis as a Ratio of Two Complex Polynomials.* IEEE Transactions on
+#   Automatic Control 8(1), 1963, 56–58. The reweighted linear least-squares fit of a
+#   rational function.
 # - **Sennrich et al., 2016.** Rico Sennrich, Barry Haddow and Alexandra Birch.
 #   *Neural Machine Translation of Rare Words with Subword Units.* ACL 2016.
 #   arXiv:1508.07909.

@@ -109,11 +109,13 @@ class MultiHeadAttention(nn.Module):
 # --- extended by book/06_gpt.py ---
 
 from dataclasses import dataclass
+import functools
 import math
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+import numpy as np
 
 from mlxllm.hardware import median_seconds
 
@@ -149,6 +151,66 @@ class RMSNorm(nn.Module):
         return x * mx.rsqrt(mean_square + self.eps) * self.weight
 
 
+ERF_CLAMP = 4.0  # float32 erf is ±1 beyond this
+
+
+@functools.cache
+def erf_coefficients(numerator: int = 6, denominator: int = 5,
+                     rounds: int = 20) -> tuple[tuple[float, ...], ...]:
+    """P and Q, highest power first, with erf(x) ≈ x P(x²) / Q(x²) on
+    [0, ERF_CLAMP] and Q(0) = 1: least squares on the linear equations
+    x P(x²) - erf(x) (Q(x²) - 1) = erf(x), each divided by the previous
+    round's Q(x²) (Sanathanan & Koerner, 1963)."""
+    x = np.linspace(0.0, ERF_CLAMP, 4001)
+    erf_x = np.array([math.erf(value) for value in x])
+    t = x[:, None] ** 2
+    columns = np.hstack([x[:, None] * t ** np.arange(numerator + 1),
+                         -erf_x[:, None] * t ** np.arange(1, denominator
+                                                          + 1)])
+    weight = np.ones_like(x)
+    for _ in range(rounds):
+        solution = np.linalg.lstsq(columns * weight[:, None],
+                                   erf_x * weight, rcond=None)[0]
+        q = np.concatenate([[1.0], solution[numerator + 1:]])
+        weight = 1.0 / np.polyval(q[::-1], x**2)
+    p = solution[:numerator + 1]
+    return tuple(p[::-1].tolist()), tuple(q[::-1].tolist())
+
+
+def horner(coefficients: tuple[float, ...], t: mx.array) -> mx.array:
+    """The polynomial with `coefficients`, highest power first, at t."""
+    result = coefficients[0]
+    for coefficient in coefficients[1:]:
+        result = result * t + coefficient
+    return result
+
+
+def erf(x: mx.array) -> mx.array:
+    """The error function from multiply-adds and one division, computed
+    in float32 (its coefficients are too large for bfloat16)."""
+    numerator, denominator = erf_coefficients()
+    x32 = mx.clip(x.astype(mx.float32), -ERF_CLAMP, ERF_CLAMP)
+    t = x32 * x32
+    ratio = horner(numerator, t) / horner(denominator, t)
+    return (x32 * ratio).astype(x.dtype)
+
+
+@mx.custom_function
+def gelu(x: mx.array) -> mx.array:
+    """GELU, x (1 + erf(x / √2)) / 2, with the rational erf."""
+    return 0.5 * x * (1 + erf(x * math.sqrt(0.5)))
+
+
+@gelu.vjp
+def gelu_vjp(x: mx.array, cotangent: mx.array,
+             output: mx.array) -> mx.array:
+    """GELU'(x) = Φ(x) + x φ(x): the backward pass needs only x (MLX
+    passes a single primal as itself, not in a tuple)."""
+    cdf = 0.5 * (1 + erf(x * math.sqrt(0.5)))
+    pdf = mx.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    return cotangent * (cdf + x * pdf)
+
+
 ACTIVATIONS = ("relu", "gelu", "swiglu")
 
 
@@ -173,7 +235,7 @@ class FeedForward(nn.Module):
         if self.activation == "relu":
             hidden = nn.relu(up)
         elif self.activation == "gelu":
-            hidden = nn.gelu(up)
+            hidden = gelu(up)
         else:
             hidden = nn.silu(self.gate_proj(x)) * up
         return self.down_proj(hidden)

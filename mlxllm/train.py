@@ -517,7 +517,7 @@ from mlx.utils import tree_map
 
 from mlxllm.model import GPT, Block, GPTConfig, count_parameters
 
-FFN_SAVED = {"relu": 2, "gelu": 4, "swiglu": 5}
+FFN_SAVED = {"relu": 2, "gelu": 2, "swiglu": 5}
 PRECISIONS = ("float32", "mixed", "bfloat16")
 
 

@@ -3,8 +3,11 @@ and the messages of invalid configurations."""
 
 from __future__ import annotations
 
+import math
+
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
@@ -17,6 +20,8 @@ from mlxllm.model import (
     RMSNorm,
     causal_mask,
     count_parameters,
+    erf,
+    gelu,
     time_train_step,
 )
 
@@ -152,3 +157,29 @@ def test_time_train_step_times_a_real_update() -> None:
     after = [value for _, value in tree_flatten(model.parameters())]
     assert 0 < seconds < 60
     assert not all(mx.array_equal(a, b).item() for a, b in zip(before, after))
+
+
+def test_rational_erf_is_float32_accurate() -> None:
+    grid = np.linspace(-8, 8, 40001, dtype=np.float32)
+    exact = np.array([math.erf(value) for value in grid.tolist()])
+    assert np.abs(np.array(erf(mx.array(grid))) - exact).max() < 1e-6
+
+
+def test_gelu_matches_mlx_in_value_and_gradient() -> None:
+    mx.random.seed(0)
+    x = 3 * mx.random.normal((64, 33))
+    weights = mx.random.normal((64, 33))  # a cotangent that is not all ones
+    assert mx.allclose(gelu(x), nn.gelu(x), atol=2e-6).item()
+    mine = mx.grad(lambda x: (gelu(x) * weights).sum())(x)
+    theirs = mx.grad(lambda x: (nn.gelu(x) * weights).sum())(x)
+    assert mx.allclose(mine, theirs, atol=2e-6).item()
+    compiled = mx.compile(mx.grad(lambda x: (gelu(x) * weights).sum()))(x)
+    assert mx.allclose(compiled, theirs, atol=2e-6).item()
+
+
+def test_gelu_keeps_bfloat16() -> None:
+    x = mx.linspace(-5, 5, 101).astype(mx.bfloat16)
+    out = gelu(x)
+    assert out.dtype == mx.bfloat16
+    assert mx.allclose(out.astype(mx.float32),
+                       nn.gelu(x.astype(mx.float32)), atol=0.05).item()
