@@ -461,9 +461,10 @@ print(f"plain {1000 * plain_seconds:.1f} ms, compiled "
 # fuse: chains of element-wise operations (the normalizations, the
 # activation, Adam's update) become single kernels that read and write
 # memory once. The matrix products are calls into BLAS either way, and
-# on a CPU they are most of the step, so the gain here is bounded; on a
-# Mac's GPU, where every unfused operation also costs a kernel launch,
-# fusion matters more. `bench/train.py` takes the step apart and
+# the exponentials of the softmax and of GELU's backward pass cost the
+# same fused or not, so the gain on a CPU is bounded; on a Mac's GPU,
+# where every unfused operation also costs a kernel launch, fusion
+# matters more. `bench/train.py` takes the step apart and
 # measures where its time goes.
 #
 # ## Measuring on held-out text
@@ -728,11 +729,11 @@ class Trainer:
         self.history["val_loss"].append(val)
         if self.log is not None:
             self.log(f"step {self.step:>5}"
-                     f"  loss {self.history['loss'][-1]:.3f}"
-                     f"  val {val:.3f} nats/char"
+                     f"  loss {self.history['loss'][-1]:.3f}/token"
+                     f"  val {val:.3f}/char"
                      f"  lr {self.history['learning_rate'][-1]:.1e}"
                      f"  {tokens_per_second:,.0f} tok/s"
-                     f"  peak {mx.get_peak_memory() / 2**20:,.0f} MiB")
+                     f"  {mx.get_peak_memory() / 2**20:,.0f} MiB")
 
     def record(self) -> dict:
         """What a checkpoint needs besides the arrays."""
@@ -1000,9 +1001,12 @@ char_val = char_run.history["val_loss"][-1]
 char_peak_mib = mx.get_peak_memory() / 2**20
 
 # %% [markdown]
-# Each line is one evaluation. The training loss and the validation loss
-# fall together; the peak memory, {{ char_peak_mib:.0f }} MiB, is nothing
-# for a laptop (chapter 8 accounts for each megabyte). The run took
+# Each line is one evaluation: the loss of that step's batch in nats per
+# token, the validation loss in nats per character (for a character
+# model the same unit), the learning rate, the speed and the peak
+# memory. The training loss and the validation loss fall together; the
+# peak memory, {{ char_peak_mib:.0f }} MiB, is nothing for a laptop
+# (chapter 8 accounts for each megabyte). The run took
 # {{ char_minutes:.1f }} minutes here. @fig-loss-char shows every
 # step.
 
@@ -1045,13 +1049,22 @@ plt.yscale("log")
 plt.xlabel("step")
 plt.ylabel("gradient norm")
 plt.legend()
-clipped_share = np.mean(np.array(history["grad_norm"]) > run_config.grad_clip)
+norms = np.array(history["grad_norm"])
+clipped_share = np.mean(norms > run_config.grad_clip)
+quarter = len(norms) // 4
+quarter_norms = [np.median(norms[:quarter]), np.median(norms[-quarter:])]
 
 # %% [markdown]
-# {{ clipped_share:.0%}} of the steps were clipped, most of them early,
-# when the loss and its gradients are large. Later the norm settles
-# below the threshold and clipping becomes a safety net that rarely
-# triggers.
+# {{ clipped_share:.0%}} of the steps were clipped. The median norm is
+# {{ quarter_norms[0]:.1f }} in the first quarter of the run and
+# {{ quarter_norms[1]:.1f }} in the last: at this batch size a threshold
+# of 1 is not an emergency brake but a rescaling of most steps. That is
+# less drastic with AdamW than it sounds. Adam divides each gradient by
+# the root of its running mean square, so a factor common to the recent
+# gradients cancels out of the update. What clipping changes is the
+# weighting: every batch enters the moments with a norm of at most 1, so
+# one batch whose gradient is ten times its neighbours' cannot dominate
+# them, and the step after a spike stays an ordinary step.
 #
 # ### What it writes along the way
 #
@@ -1077,8 +1090,10 @@ for step in pick(smoke=[15, 30], book=[250, 1000, 2000]):
 
 # %% [markdown]
 # At step {{ pick(smoke=15, book=250) }} the model knows letters, spaces
-# and line breaks; by the end it writes names in capitals followed by a
-# colon, real words and a rhythm of verse, without meaning. A model of
+# and line breaks, and which letters follow which; words are mostly
+# invented. Later, more of the words are real and short common ones
+# dominate, lines begin with capitals and end with punctuation, and the
+# line lengths are those of verse; none of it means anything. A model of
 # {{ baby_parameters:, }} parameters trained for minutes does no better,
 # and the point of the next chapters is to do better.
 #
@@ -1101,18 +1116,17 @@ bpe_verdict = ("the wider view wins" if bpe_val < char_val
 # %%
 #| echo: false
 #| label: tbl-runs
-#| tbl-cap: The two runs of this chapter, and nanoGPT's published result for the character model's configuration (not run here). Validation loss in nats per character on the last 10% of Tiny Shakespeare.
+#| tbl-cap: The two runs of this chapter, and nanoGPT's published result for the character model's configuration (not run here). Context is the model's 64 tokens in characters; validation loss in nats per character on the last 10% of Tiny Shakespeare.
 Table(
-    [("characters (this run)", char_tokenizer.vocab_size,
+    [("characters", char_tokenizer.vocab_size,
       count_parameters(char_run.model.config), 64.0, char_val,
       char_minutes),
-     (f"{bpe_tokenizer.vocab_size:,} BPE ids (this run)",
-      bpe_tokenizer.vocab_size,
+     (f"{bpe_tokenizer.vocab_size:,} BPE ids", bpe_tokenizer.vocab_size,
       count_parameters(bpe_run.model.config), 64 * bpe_chars_per_token,
       bpe_val, bpe_minutes),
-     ("characters (nanoGPT, published)", 65, "", 64.0, 1.88, "")],
-    ["tokens", "vocabulary", "parameters", "characters in context",
-     "val nats/char", "minutes"],
+     ("nanoGPT, characters", 65, "", 64.0, 1.88, "")],
+    ["run", "vocab", "parameters", "context (chars)", "val nats/char",
+     "minutes"],
     digits=2,
 )
 
@@ -1156,8 +1170,10 @@ print(f"{len(estimates)} estimates: mean {estimates.mean():.3f}, "
 # to within a few hundredths is what the comparison can show; it cannot
 # rank the two implementations.
 #
-# The BPE model reaches {{ bpe_val:.3f }} nats per character. Two things
-# pull in opposite directions. Each step shows it
+# The BPE model reaches {{ bpe_val:.3f }} nats per character. (Its log
+# shows the training loss per token, and a token is
+# {{ bpe_chars_per_token:.1f }} characters, so that number is larger
+# without being worse.) Two things pull in opposite directions. Each step shows it
 # {{ bpe_chars_per_token:.1f }} times as much text, through a view
 # {{ bpe_chars_per_token:.1f }} times as long. But it has
 # {{ bpe_tokenizer.vocab_size:, }} output rows to train instead of
@@ -1221,14 +1237,15 @@ full_flops = train_flops_per_token(full_config) * full_tokens
 baby_flops_rate = (train_flops_per_token(char_run.model.config)
                    * run_steps * run_config.batch_size * 64
                    / (60 * char_minutes))
-Table([(f"{rate / 1e12:g} TFLOP/s", full_flops / rate / 3600)
-       for rate in (baby_flops_rate, 1e12, 2e12, 4e12)],
+Table([(f"{baby_flops_rate / 1e9:.0f} GFLOP/s (the baby run, here)",
+        full_flops / baby_flops_rate / 3600)]
+      + [(f"{rate / 1e12:.0f} TFLOP/s", full_flops / rate / 3600)
+         for rate in (1e12, 2e12, 4e12)],
       ["sustained rate", "hours"], digits=1)
 
 # %% [markdown]
 # The run needs {{ full_flops / 1e15:.0f }} PFLOP. The first row is the
-# rate the baby run sustained on this machine's CPU,
-# {{ baby_flops_rate / 1e9:.0f }} GFLOP/s. The other rows are round
+# rate the baby run sustained on this machine's CPU. The other rows are round
 # rates to compare with your own machine's; this book was not built on
 # a Mac, so it cannot tell you which row is yours. Measure it with
 # `mlxllm doctor` and the tokens per second of a short baby run before

@@ -164,9 +164,9 @@ def erf_coefficients(numerator: int = 6, denominator: int = 5,
     x = np.linspace(0.0, ERF_CLAMP, 4001)
     erf_x = np.array([math.erf(value) for value in x])
     t = x[:, None] ** 2
-    columns = np.hstack([x[:, None] * t ** np.arange(numerator + 1),
-                         -erf_x[:, None] * t ** np.arange(1, denominator
-                                                          + 1)])
+    p_columns = x[:, None] * t ** np.arange(numerator + 1)
+    q_columns = -erf_x[:, None] * t ** np.arange(1, denominator + 1)
+    columns = np.hstack([p_columns, q_columns])
     weight = np.ones_like(x)
     for _ in range(rounds):
         solution = np.linalg.lstsq(columns * weight[:, None],

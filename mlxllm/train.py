@@ -343,11 +343,11 @@ class Trainer:
         self.history["val_loss"].append(val)
         if self.log is not None:
             self.log(f"step {self.step:>5}"
-                     f"  loss {self.history['loss'][-1]:.3f}"
-                     f"  val {val:.3f} nats/char"
+                     f"  loss {self.history['loss'][-1]:.3f}/token"
+                     f"  val {val:.3f}/char"
                      f"  lr {self.history['learning_rate'][-1]:.1e}"
                      f"  {tokens_per_second:,.0f} tok/s"
-                     f"  peak {mx.get_peak_memory() / 2**20:,.0f} MiB")
+                     f"  {mx.get_peak_memory() / 2**20:,.0f} MiB")
 
     def record(self) -> dict:
         """What a checkpoint needs besides the arrays."""

@@ -108,7 +108,7 @@ def test_train_then_generate_as_a_new_user_does(tmp_path: Path) -> None:
         "latest", "step-0000003", "step-0000006", "tokenizer.txt"]
     evaluations = [line for line in trained.stdout.splitlines() if line.startswith("step ")]
     assert [line.split()[1] for line in evaluations] == ["3", "6"]
-    assert "nats/char" in evaluations[0]
+    assert "/token" in evaluations[0] and "/char" in evaluations[0]
     assert trained.stdout.count("    | ") >= 2  # a sample under each evaluation
     assert "6/6" in trained.stderr  # the progress bar
     assert "done: runs/baby/step-0000006" in trained.stdout
