@@ -1091,9 +1091,9 @@ for step in pick(smoke=[15, 30], book=[250, 1000, 2000]):
 # %% [markdown]
 # At step {{ pick(smoke=15, book=250) }} the model knows letters, spaces
 # and line breaks, and which letters follow which; words are mostly
-# invented. Later, more of the words are real and short common ones
-# dominate, lines begin with capitals and end with punctuation, and the
-# line lengths are those of verse; none of it means anything. A model of
+# invented. Later more of the words are real, short common ones most of
+# all, lines mostly begin with capitals, commas and colons appear, and
+# the lines have the length of verse; none of it means anything. A model of
 # {{ baby_parameters:, }} parameters trained for minutes does no better,
 # and the point of the next chapters is to do better.
 #

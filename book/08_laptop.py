@@ -415,13 +415,14 @@ Table(accumulation_rows, ["micro-batches", "windows each", "estimate (MiB)",
 # {{ accumulation_rows[-1][3]:.0f }} MiB, to
 # {{ accumulation_saving:.0%}} of what one batch needed, and it cannot
 # fall below the fixed $16N$ plus the running sum of the gradients, an
-# extra $4N$. The arithmetic is the same in $k$ pieces as in one, so
-# the time per step should stay about the same until the micro-batches
-# are too small to keep the processor busy. Here the times scatter from
-# {{ min(accumulation_ms):,.0f }} to
-# {{ max(accumulation_ms):,.0f }} ms without a
-# trend: this book is built on a 2-core machine shared with other jobs,
-# and its clock says more about the neighbours than about accumulation.
+# extra $4N$. The arithmetic is the same in $k$ pieces as in one, but
+# not its cost: smaller micro-batches multiply smaller matrices, which
+# keep the processor less busy, and every operation's fixed cost is paid
+# $k$ times. Here a step took {{ accumulation_ms[0]:,.0f }} ms in one
+# piece and {{ accumulation_ms[-1]:,.0f }} ms in
+# {{ accumulation_rows[-1][0] }},
+# {{ accumulation_ms[-1] / accumulation_ms[0]:.2f }} times as long, on a
+# 2-core machine whose clock other jobs also move.
 # Accumulation is the first thing to reach for: it costs nothing in
 # quality and little in time, and it lets a laptop run the batch size
 # that a recipe was tuned for.
@@ -1102,12 +1103,13 @@ for name, config in fit_models:
         per_window = memory_estimate(config, 1, precision=precision,
                                      checkpointing=checkpointing)
         fit_rows.append((
-            name, precision + (", ckpt" if checkpointing else ""),
+            name, {"float32": "fp32", "mixed": "mixed",
+                   "bfloat16": "bf16"}[precision]
+            + ("+ckpt" if checkpointing else ""),
             count_parameters(config) / 1e6, fixed / gib,
             per_window["activations"] / mib,
             *[largest_batch(config, 0.75 * ram * gib, precision,
-                            checkpointing) or "none"
-              for ram in (8, 16, 24)]))
+                            checkpointing) for ram in (8, 16, 24)]))
 full_estimate_gb = sum(memory_estimate(GPTConfig.full(vocab), 64)
                        .values()) / gib
 full_fits_8 = largest_batch(GPTConfig.full(vocab), 0.75 * 8 * gib,
@@ -1125,9 +1127,9 @@ gpt2_logit_share = 2 * gpt2.vocab_size / gpt2_per_token
 # %%
 #| echo: false
 #| label: tbl-fits
-#| tbl-cap: Estimated largest micro-batch, in windows of the model's context, on MacBooks with 8, 16 and 24 GB, budgeting three quarters of the memory and multiplying the activations by the largest ratio of measured to estimated peak found earlier in the chapter. Fixed is parameters, gradients and optimizer state; per window is the estimated activations of one window; ckpt is activation checkpointing.
-Table(fit_rows, ["model", "setup", "M params", "fixed (GB)",
-                 "MiB per window", "8 GB", "16 GB", "24 GB"], digits=2)
+#| tbl-cap: Estimated largest micro-batch, in windows of the model's context, on MacBooks with 8, 16 and 24 GB, budgeting three quarters of the memory and multiplying the activations by the largest ratio of measured to estimated peak found earlier in the chapter. Fixed is parameters, gradients and optimizer state; MiB/window is the estimated activations of one window; fp32 is float32, bf16 bfloat16, ckpt activation checkpointing; 0 means not even one window fits.
+Table(fit_rows, ["model", "setup", "M params", "fixed GB", "MiB/window",
+                 "8 GB", "16 GB", "24 GB"], digits=2)
 
 # %% [markdown]
 # Read the table by rows. The baby model fits any Mac at any batch
