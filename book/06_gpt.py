@@ -1020,9 +1020,11 @@ print(untrained_sample)
 # ## Summary
 #
 # You built a transformer block and a GPT. You wrote LayerNorm and
-# RMSNorm and matched MLX's; built a feed-forward network with ReLU, GELU
-# and SwiGLU and timed them; wrote the post-norm block of the original
-# paper and the pre-norm block of GPT-2, and measured on a
+# RMSNorm and matched MLX's; fitted a rational function to erf so that
+# GELU costs a CPU a few multiply-adds instead of a slow library call;
+# built a feed-forward network with ReLU, GELU and SwiGLU and timed
+# them; wrote the post-norm block of the original paper and the
+# pre-norm block of GPT-2, and measured on a
 # {{ depth_layers }}-block model how they distribute gradients and train.
 # You stacked blocks into a GPT with tied embeddings and GPT-2's
 # initialization, checked that it starts at a loss of $\ln V$ and never
@@ -1033,6 +1035,8 @@ print(untrained_sample)
 # `mlxllm.model` now also exports:
 #
 # - `LayerNorm(dims, eps=1e-5)` and `RMSNorm(dims, eps=1e-5)`;
+# - `erf(x)`, with the coefficients of `erf_coefficients()` and
+#   `horner(coefficients, t)`, and `gelu(x)` with its own backward pass;
 # - `FeedForward(dims, hidden, activation, bias=False)`, with
 #   `activation` one of `ACTIVATIONS` ("relu", "gelu", "swiglu");
 # - `GPTConfig(vocab_size, context, n_layer, n_head, n_embd, dropout=0.0,
