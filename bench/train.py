@@ -227,6 +227,17 @@ def section_compile(args: argparse.Namespace) -> None:
                      dict.fromkeys(runs, 12 * 64))
 
 
+def swap_class(base: type, replacement: type) -> Callable[[GPT], GPT]:
+    """A transform for `mlx_run` that turns every `base` module of the model
+    into a `replacement` (a subclass with the same parameters)."""
+    def transform(model: GPT) -> GPT:
+        for _, module in model.named_modules():
+            if isinstance(module, base):
+                module.__class__ = replacement
+        return model
+    return transform
+
+
 class MLXGeluFeedForward(FeedForward):
     """The GELU feed-forward layer with MLX's `nn.gelu` (its erf, and automatic
     differentiation) instead of mlxllm's rational `gelu`."""
@@ -235,20 +246,14 @@ class MLXGeluFeedForward(FeedForward):
         return self.down_proj(nn.gelu(self.up_proj(x)))
 
 
-def with_mlx_gelu(model: GPT) -> GPT:
-    for _, module in model.named_modules():
-        if isinstance(module, FeedForward):
-            module.__class__ = MLXGeluFeedForward
-    return model
-
-
 def section_activation(args: argparse.Namespace) -> None:
     runs = {}
     for activation in ("relu", "gelu", "swiglu"):
         config = GPTConfig.baby(VOCAB, activation=activation)
         runs[f"MLX {activation}"] = mlx_run(config, 12)
         if activation == "gelu":
-            runs["MLX gelu, nn.gelu"] = mlx_run(config, 12, transform=with_mlx_gelu)
+            runs["MLX gelu, nn.gelu"] = mlx_run(
+                config, 12, transform=swap_class(FeedForward, MLXGeluFeedForward))
         if torch is not None:
             runs[f"PyTorch {activation}"] = torch_run(config, 12)
     if torch is None:
@@ -274,22 +279,13 @@ class FastLayerNorm(LayerNorm):
         return mx.fast.layer_norm(x, self.weight, self.bias, self.eps)
 
 
-def with_norm(norm_class: type[LayerNorm]) -> Callable[[GPT], GPT]:
-    """A transform for `mlx_run` that swaps every LayerNorm's class."""
-    def transform(model: GPT) -> GPT:
-        for _, module in model.named_modules():
-            if isinstance(module, LayerNorm):
-                module.__class__ = norm_class
-        return model
-    return transform
-
-
 def section_layernorm(args: argparse.Namespace) -> None:
     config = GPTConfig.baby(VOCAB)
     runs = {"mx.square (chapter 6)": mlx_run(config, 12),
-            "** 2": mlx_run(config, 12, transform=with_norm(PowerLayerNorm)),
+            "** 2": mlx_run(config, 12,
+                            transform=swap_class(LayerNorm, PowerLayerNorm)),
             "mx.fast.layer_norm": mlx_run(config, 12,
-                                          transform=with_norm(FastLayerNorm))}
+                                          transform=swap_class(LayerNorm, FastLayerNorm))}
     print(f"### LayerNorm: baby step, compiled, batch 12; {load()}")
     print_step_table(measure(runs, args.steps, args.repeats), "mx.square (chapter 6)",
                      dict.fromkeys(runs, 12 * 64))

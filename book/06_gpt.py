@@ -180,8 +180,7 @@ print(f"mx.erf {erf_ns:.2f} ns per number, multiply-add {madd_ns:.2f} ns")
 
 # %% [markdown]
 # On this machine's CPU one erf costs {{ erf_ns / madd_ns:.0f }} times a
-# multiply-add. (On an Apple GPU both are nearly free next to the matrix
-# products.) A *rational function*, one polynomial divided by another,
+# multiply-add. A *rational function*, one polynomial divided by another,
 # needs nothing but multiply-adds and one division, and it can follow
 # erf closely. Two facts shape it. erf is odd, so write
 # $\operatorname{erf}(x) \approx x\,P(x^2)/Q(x^2)$. And past $|x| = 4$,
@@ -672,7 +671,12 @@ depth_config = GPTConfig(tokenizer.vocab_size, context=32,
                          n_layer=depth_layers, n_head=4, n_embd=64,
                          activation="relu")
 
+# %% [markdown]
+# Both train on the mean next-character cross-entropy, MLX's own for
+# now; chapter 7 writes it out.
 
+# %%
+#| export
 def lm_loss(model: GPT, x: mx.array, y: mx.array) -> mx.array:
     """Mean next-token cross-entropy, in nats."""
     return nn.losses.cross_entropy(model(x), y, reduction="mean")
@@ -923,10 +927,7 @@ def time_train_step(model: GPT, x: mx.array, y: mx.array,
     """Median seconds of one plain training step of `model` on the batch
     (x, y): the loss, its gradients and an AdamW update (which change the
     model's weights)."""
-    def loss_fn(model: GPT, x: mx.array, y: mx.array) -> mx.array:
-        return nn.losses.cross_entropy(model(x), y, reduction="mean")
-
-    loss_and_grad = nn.value_and_grad(model, loss_fn)
+    loss_and_grad = nn.value_and_grad(model, lm_loss)
     optimizer = optim.AdamW(learning_rate=1e-3)
 
     def step() -> tuple:
@@ -1045,6 +1046,7 @@ print(untrained_sample)
 #   property `hidden`; `make_norm(config)`;
 # - `Block(config)`, called as `block(x, mask)`;
 # - `GPT(config)`, called on (B, T) ids, and `count_parameters(config)`;
+# - `lm_loss(model, x, y)`, the mean next-token cross-entropy;
 # - `train_flops_per_token(config)` and `time_train_step(model, x, y,
 #   repeats)`.
 #

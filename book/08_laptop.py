@@ -214,6 +214,9 @@ check_configs = pick(
           ("baby, 1,024 ids", GPTConfig.baby(1024), 12),
           ("baby, 8 blocks", GPTConfig.baby(vocab, n_layer=8), 12),
           ("full, batch 4", GPTConfig.full(vocab), 4)])
+baby_shape = GPTConfig.baby(vocab)  # the code counts what @tbl-saved says
+assert layer_floats_per_token(baby_shape) == (
+    saved_d * baby_shape.n_embd + baby_shape.n_head * baby_shape.context)
 memory_rows, predicted_terms = [], []
 for name, model_config, batch_size in check_configs:
     terms = memory_estimate(model_config, batch_size)
@@ -262,8 +265,7 @@ Table(memory_rows, ["configuration", "estimate (MiB)", "measured (MiB)",
 # good reasons. The formula counts what the backward pass needs; which
 # arrays are alive at the same moment depends on the order in which MLX
 # evaluates the graph, and on what `mx.compile` fuses, which removes some
-# intermediates and keeps others, such as temporaries of the forward
-# pass that are still alive when the peak is reached. Those are details
+# intermediates and keeps others. Those are details
 # of the framework and its version, not of the model. The parameters,
 # gradients and optimizer state, on the other hand, follow from $N$
 # alone and leave no room for interpretation. What matters for planning

@@ -1485,6 +1485,7 @@ from mlxllm.model import (
     GPTConfig,
     causal_mask,
     count_parameters,
+    lm_loss,
 )
 from mlxllm.tokenizer import CharTokenizer
 
@@ -1495,15 +1496,10 @@ ch6_train_ids = np.array(
     ch6_tokenizer.encode(split_train_val(ch6_text)[0]), dtype=np.int32)
 
 
-def ch6_loss(model: GPT, x: mx.array, y: mx.array) -> mx.array:
-    """Mean next-character cross-entropy, in nats."""
-    return nn.losses.cross_entropy(model(x), y, reduction="mean")
-
-
 def ch6_train(model: GPT, steps: int, learning_rate: object) -> list[float]:
     """AdamW on fixed-seed batches of 16; the loss of every step."""
     optimizer = optim.AdamW(learning_rate=learning_rate)
-    loss_and_grad = nn.value_and_grad(model, ch6_loss)
+    loss_and_grad = nn.value_and_grad(model, lm_loss)
     batches = BatchSampler(ch6_train_ids, 16, model.config.context, seed=2)
     losses = []
     for _ in range(steps):

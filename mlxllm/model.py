@@ -366,6 +366,11 @@ class GPT(nn.Module):
         return self.token_embedding.as_linear(self.norm(x))
 
 
+def lm_loss(model: GPT, x: mx.array, y: mx.array) -> mx.array:
+    """Mean next-token cross-entropy, in nats."""
+    return nn.losses.cross_entropy(model(x), y, reduction="mean")
+
+
 def count_parameters(config: GPTConfig) -> int:
     """The number of parameters of GPT(config), from the formula."""
     d, h = config.n_embd, config.hidden
@@ -393,10 +398,7 @@ def time_train_step(model: GPT, x: mx.array, y: mx.array,
     """Median seconds of one plain training step of `model` on the batch
     (x, y): the loss, its gradients and an AdamW update (which change the
     model's weights)."""
-    def loss_fn(model: GPT, x: mx.array, y: mx.array) -> mx.array:
-        return nn.losses.cross_entropy(model(x), y, reduction="mean")
-
-    loss_and_grad = nn.value_and_grad(model, loss_fn)
+    loss_and_grad = nn.value_and_grad(model, lm_loss)
     optimizer = optim.AdamW(learning_rate=1e-3)
 
     def step() -> tuple:
