@@ -1101,9 +1101,9 @@ for step in pick(smoke=[15, 30], book=[250, 1000, 2000]):
 #
 # Chapter 3 argued for a vocabulary of 1,024 to 4,096 byte pairs on a
 # corpus this size. Train the same baby model, the same number of steps,
-# on 1,024 BPE ids. Its context of 64 tokens now covers about
-# {{ 64 * bpe_chars_per_token:.0f }} characters, and each step sees that
-# much more text.
+# on {{ bpe_tokenizer.vocab_size:, }} BPE ids. Its context of 64 tokens
+# now covers about {{ 64 * bpe_chars_per_token:.0f }} characters, and
+# each step sees that much more text.
 
 # %%
 bpe_tokenizer = BPETokenizer.train(train_text, pick(smoke=300, book=1024))
@@ -1187,7 +1187,8 @@ print(f"{len(estimates)} estimates: mean {estimates.mean():.3f}, "
 #| label: fig-loss-both
 #| fig-cap: Validation loss in nats per character of the two baby models over the same number of steps.
 plt.figure(figsize=(6, 2.8))
-for run, name in ((char_run, "characters"), (bpe_run, "1,024 BPE ids")):
+for run, name in ((char_run, "characters"),
+                  (bpe_run, f"{bpe_tokenizer.vocab_size:,} BPE ids")):
     plt.plot(run.history["eval_step"], run.history["val_loss"], "o-",
              label=name)
 plt.xlabel("step")

@@ -106,7 +106,8 @@ def test_estimate_is_close_to_measured_peak() -> None:
     mx.eval(step(*batch(config, 4)), model.parameters())
     mx.reset_peak_memory()
     mx.eval(step(*batch(config, 4)), model.parameters())
-    assert 0.6 < (mx.get_peak_memory() - floor) / estimate < 1.5
+    # measured / estimate was 1.14 here; chapter 8 finds 1.09-1.31 on its configurations
+    assert 0.85 < (mx.get_peak_memory() - floor) / estimate < 1.4
 
 
 def test_accumulation_and_checkpointing_lower_the_measured_peak() -> None:
