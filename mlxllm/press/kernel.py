@@ -57,6 +57,19 @@ def _failure(chapter: Chapter, error: BaseException, fallback_line: int) -> Cell
     return CellFailure(line, f"{type(error).__name__}: {error}", trace)
 
 
+def _syntax_failure(cell: Cell, error: SyntaxError) -> CellFailure:
+    """A syntax error at its line in the chapter file, with the cell's lines around it."""
+    in_cell = error.lineno or 1
+    line = cell.code_line + in_cell - 1
+    code = cell.code.split("\n")
+    shown = []
+    for index in range(max(0, in_cell - 3), min(len(code), in_cell + 2)):
+        mark = ">" if index + 1 == in_cell else " "
+        shown.append(f"{mark} {cell.code_line + index:5d} | {code[index]}")
+    kind = type(error).__name__
+    return CellFailure(line, f"{kind}: {error.msg}", "\n".join(shown) + "\n")
+
+
 def _compile_cell(chapter: Chapter, cell: Cell) -> tuple[Any, Any]:
     tree = ast.parse(cell.code, filename=str(chapter.path))
     ast.increment_lineno(tree, cell.code_line - 1)
@@ -95,9 +108,8 @@ def run_code_cell(chapter: Chapter, cell: Cell, namespace: dict, plt: Any) -> li
     """Execute one cell; return its notebook outputs."""
     try:
         body, tail = _compile_cell(chapter, cell)
-    except SyntaxError as error:
-        line = error.lineno or cell.code_line
-        raise CellFailure(line, f"SyntaxError: {error.msg}", str(error)) from None
+    except SyntaxError as error:  # parsed before line numbers move: lineno is in the cell
+        raise _syntax_failure(cell, error) from None
     stream = io.StringIO()
     value = None
     try:

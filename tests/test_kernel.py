@@ -1,0 +1,47 @@
+"""The kernel's error reports: a failing chapter names the line in its own file."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mlxllm.press.execute import ChapterRunError, execute
+from mlxllm.press.read import read_chapter
+from tests.conftest import ROOT
+
+CHAPTER = """
+    # %% [markdown]
+    # # Broken
+    #
+    # Some prose, so that the broken cell sits well below the top of the file.
+
+    # %%
+    first = 1
+
+    # %%
+    #| echo: false
+    def ok():
+        return 2
+
+    values = [1, 2
+    print(values)
+"""
+
+
+@pytest.mark.parametrize("broken, kind, line", [
+    ("    values = [1, 2\n    print(values)", "SyntaxError", 14),
+    ("    if first:\n    print(first)", "IndentationError", 15),
+])
+def test_syntax_error_names_the_file_line_and_shows_it(
+        tmp_path: Path, artifacts: Path, broken: str, kind: str, line: int) -> None:
+    source = CHAPTER.replace("    values = [1, 2\n    print(values)", broken)
+    path = tmp_path / "01_broken.py"
+    path.write_text(textwrap.dedent(source).lstrip(), encoding="utf-8")
+    with pytest.raises(ChapterRunError) as error:
+        execute([read_chapter(path)], "smoke", tmp_path / "cache", ROOT, log=lambda _: None)
+    message = str(error.value)
+    assert message.startswith(f"{path}:{line}: {kind}"), message
+    file_line = path.read_text().split("\n")[line - 1]
+    assert f"> {line:5d} | {file_line}" in message, message
