@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from mlxllm.press.execute import ChapterRunError, execute
+from mlxllm.press.kernel import run_chapter
+from mlxllm.press.notebook import ChapterRun
 from mlxllm.press.read import read_chapter
 from tests.conftest import ROOT
 
@@ -45,3 +49,34 @@ def test_syntax_error_names_the_file_line_and_shows_it(
     assert message.startswith(f"{path}:{line}: {kind}"), message
     file_line = path.read_text().split("\n")[line - 1]
     assert f"> {line:5d} | {file_line}" in message, message
+
+
+def test_a_run_survives_the_notebook_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "01_round.py"
+    path.write_text(textwrap.dedent("""
+        # %% [markdown]
+        # # Round trip
+        #
+        # The answer is {{ answer }}.
+
+        # %%
+        import matplotlib.pyplot as plt
+        from mlxllm.book import Table
+        answer = 42
+        print("printed")
+        plt.plot([1, 2])
+        Table([[1, 2]], ["a", "b"])
+
+        # %%
+        #| eval: false
+        never_runs()
+    """).lstrip(), encoding="utf-8")
+    chapter = read_chapter(path)
+    run = run_chapter(chapter)
+    notebook = run.to_notebook(chapter)
+    nbformat.validate(nbformat.reads(json.dumps(notebook), as_version=4))
+    assert ChapterRun.from_notebook(notebook) == run
+    shown, skipped = run.code
+    assert shown.ran and shown.printed == "printed\n" and len(shown.figures) == 1
+    assert shown.value_markdown.startswith("| a | b |") and not skipped.ran
+    assert run.inline == (("42",),)

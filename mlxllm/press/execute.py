@@ -23,7 +23,7 @@ from pathlib import Path
 from mlxllm.press.read import Chapter, inline_matches
 
 PACKAGE = Path(__file__).resolve().parents[1]
-PRESS_FILES = ("kernel.py", "read.py", "book.mplstyle")
+PRESS_FILES = ("kernel.py", "notebook.py", "read.py", "book.mplstyle")
 IMPORT = re.compile(r"(?:from|import)\s+mlxllm\.(\w+)|from\s+mlxllm\s+import\s+([\w, ]+)")
 RELATIVE_IMPORT = re.compile(r"from\s+\.(\w+)\s+import|from\s+\.\s+import\s+([\w, ]+)")
 ARTIFACT = re.compile(r"artifact_path\(\s*[\"'](\d\d_[a-z0-9_]+)/")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import mlxllm  # noqa: F401  (loads OpenBLAS before mlx.core on Linux)
+from mlxllm.press.notebook import CellOutput, ChapterRun
 from mlxllm.press.read import Cell, Chapter, inline_matches, read_chapter
 
 STYLE = Path(__file__).with_name("book.mplstyle")
@@ -81,37 +82,35 @@ def _compile_cell(chapter: Chapter, cell: Cell) -> tuple[Any, Any]:
     return body, tail
 
 
-def _value_output(value: Any) -> dict[str, Any] | None:
+def _value_text(value: Any) -> tuple[str | None, str | None]:
+    """A last expression's repr and Markdown; none for None or a plotting call's return."""
     if value is None or type(value).__module__.startswith("matplotlib"):
-        return None  # a plotting call's return value is noise next to its figure
-    data = {"text/plain": repr(value)}
+        return None, None  # a plotting call's return value is noise next to its figure
     markdown = getattr(value, "_repr_markdown_", None)
-    if callable(markdown):
-        data["text/markdown"] = markdown()
-    return {"output_type": "execute_result", "execution_count": None,
-            "data": data, "metadata": {}}
+    return repr(value), markdown() if callable(markdown) else None
 
 
-def _figure_outputs(plt: Any) -> list[dict[str, Any]]:
-    outputs = []
+def _figures(plt: Any) -> tuple[str, ...]:
+    """Every open figure as an SVG document; the figures are closed."""
+    svgs = []
     for number in plt.get_fignums():
         figure = plt.figure(number)
         buffer = io.StringIO()
         figure.savefig(buffer, format="svg", bbox_inches="tight")
         plt.close(figure)
-        outputs.append({"output_type": "display_data", "metadata": {},
-                        "data": {"image/svg+xml": buffer.getvalue()}})
-    return outputs
+        svgs.append(buffer.getvalue())
+    return tuple(svgs)
 
 
-def run_code_cell(chapter: Chapter, cell: Cell, namespace: dict, plt: Any) -> list[dict]:
-    """Execute one cell; return its notebook outputs."""
+def run_code_cell(chapter: Chapter, cell: Cell, namespace: dict, plt: Any) -> CellOutput:
+    """Execute one cell; return what it printed, drew and evaluated to."""
     try:
         body, tail = _compile_cell(chapter, cell)
     except SyntaxError as error:  # parsed before line numbers move: lineno is in the cell
         raise _syntax_failure(cell, error) from None
     stream = io.StringIO()
     value = None
+    start = time.perf_counter()
     try:
         with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
             exec(body, namespace)
@@ -119,14 +118,9 @@ def run_code_cell(chapter: Chapter, cell: Cell, namespace: dict, plt: Any) -> li
                 value = eval(tail, namespace)
     except Exception as error:
         raise _failure(chapter, error, cell.code_line) from None
-    outputs: list[dict[str, Any]] = []
-    if stream.getvalue():
-        outputs.append({"output_type": "stream", "name": "stdout", "text": stream.getvalue()})
-    outputs += _figure_outputs(plt)
-    result = _value_output(value)
-    if result:
-        outputs.append(result)
-    return outputs
+    seconds = round(time.perf_counter() - start, 3)  # as the notebook stores it
+    text, markdown = _value_text(value)
+    return CellOutput(True, stream.getvalue(), _figures(plt), text, markdown, seconds)
 
 
 def inline_values(chapter: Chapter, cell: Cell, namespace: dict) -> list[str]:
@@ -153,37 +147,16 @@ def inline_values(chapter: Chapter, cell: Cell, namespace: dict) -> list[str]:
     return values
 
 
-def run_chapter(chapter: Chapter) -> dict[str, Any]:
-    """Execute the chapter; return it as an nbformat-4 notebook dict."""
+def run_chapter(chapter: Chapter) -> ChapterRun:
+    """Execute the chapter's code cells in order, then fill in its prose's values."""
     plt = _setup_matplotlib()
     namespace: dict[str, Any] = {"__name__": "__main__", "__file__": str(chapter.path)}
     sys.path.insert(0, str(chapter.path.parent.resolve()))
-    cells = []
-    count = 0
-    for cell in chapter.cells:
-        if cell.kind == "markdown":
-            cells.append({"cell_type": "markdown", "id": f"cell-{len(cells)}",
-                          "metadata": {}, "source": cell.source})
-            continue
-        outputs: list[dict] = []
-        seconds = 0.0
-        if cell.runs:
-            count += 1
-            start = time.perf_counter()
-            outputs = run_code_cell(chapter, cell, namespace, plt)
-            seconds = time.perf_counter() - start
-        cells.append({"cell_type": "code", "id": f"cell-{len(cells)}",
-                      "execution_count": count if cell.runs else None,
-                      "metadata": {"press": {"seconds": round(seconds, 3)}},
-                      "outputs": outputs, "source": cell.source})
-    for cell, record in zip(chapter.cells, cells):
-        if cell.kind == "markdown":
-            record["metadata"]["press"] = {"inline": inline_values(chapter, cell, namespace)}
-    return {"nbformat": 4, "nbformat_minor": 5, "cells": cells,
-            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                        "language": "python"},
-                         "language_info": {"name": "python"},
-                         "jupytext": {"formats": "py:percent"}}}
+    code = tuple(run_code_cell(chapter, cell, namespace, plt) if cell.runs else CellOutput()
+                 for cell in chapter.code_cells)
+    inline = tuple(tuple(inline_values(chapter, cell, namespace))
+                   for cell in chapter.cells if cell.kind == "markdown")
+    return ChapterRun(code, inline)
 
 
 def main(argv: list[str]) -> int:
@@ -191,7 +164,7 @@ def main(argv: list[str]) -> int:
     error_path = out.with_name(out.name + ".error.json")
     try:
         chapter = read_chapter(chapter_path)
-        notebook = run_chapter(chapter)
+        notebook = run_chapter(chapter).to_notebook(chapter)
     except CellFailure as failure:
         error_path.write_text(json.dumps({"line": failure.line, "message": failure.message,
                                           "traceback": failure.trace}))

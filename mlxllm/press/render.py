@@ -22,6 +22,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
 from mlxllm.press.execute import Executed
+from mlxllm.press.notebook import CellOutput, ChapterRun
 from mlxllm.press.read import CODE_SPAN, Cell, Chapter, ChapterFormatError, inline_matches
 
 CSS = Path(__file__).with_name("book.css")
@@ -159,17 +160,15 @@ class ChapterRenderer:
     def __init__(self, executed: Executed, index: BookIndex, out_dir: Path,
                  math: MathRenderer) -> None:
         self.chapter = executed.chapter
-        self.notebook = executed.notebook
+        run = ChapterRun.from_notebook(executed.notebook)
         self.index = index
         self.out_dir = out_dir
         self.math = math
         self.number = index.chapter_numbers[self.chapter.stem]
         self.sections: list[tuple[str, str]] = []
         self.figures = 0
-        inline = [v for c in self.notebook["cells"] if c["cell_type"] == "markdown"
-                  for v in c["metadata"]["press"]["inline"]]
-        self.inline_values = iter(inline)
-        self.code_outputs = iter(c for c in self.notebook["cells"] if c["cell_type"] == "code")
+        self.inline_values = iter(v for values in run.inline for v in values)
+        self.code_outputs = iter(run.code)
 
     @property
     def anchor(self) -> str:
@@ -244,7 +243,7 @@ class ChapterRenderer:
 
     # code ----------------------------------------------------------------------
     def code(self, cell: Cell) -> str:
-        executed = next(self.code_outputs)
+        output = next(self.code_outputs)
         parts = []
         label = str(cell.options.get("label", ""))
         kind = label.split("-", 1)[0] if label else ""
@@ -265,15 +264,11 @@ class ChapterRenderer:
                          f'<span class="capnum">{target.name}</span> {caption}</div>'
                          f"{block}</div>")
             parts.append(block)
-        figures = []
-        for output in executed["outputs"]:
-            data = output.get("data", {})
-            if output["output_type"] == "stream" and cell.flag("output", True):
-                parts.append(f'<pre class="output">{format_output(output["text"])}</pre>')
-            elif "image/svg+xml" in data:
-                figures.append(data["image/svg+xml"])
-            elif output["output_type"] == "execute_result" and cell.flag("output", True):
-                parts.append(self.result(cell, data, kind, target))
+        figures = output.figures
+        if output.printed and cell.flag("output", True):
+            parts.append(f'<pre class="output">{format_output(output.printed)}</pre>')
+        if output.value is not None and cell.flag("output", True):
+            parts.append(self.result(cell, output, kind, target))
         if kind == "fig" and len(figures) != 1:
             raise ChapterFormatError(
                 self.chapter.path, cell.line,
@@ -287,9 +282,9 @@ class ChapterRenderer:
                 "_repr_markdown_, such as mlxllm.book.Table)")
         return "\n".join(parts)
 
-    def result(self, cell: Cell, data: dict, kind: str, target: Target | None) -> str:
-        if "text/markdown" in data:
-            table = markdown.markdown(data["text/markdown"], extensions=["tables"])
+    def result(self, cell: Cell, output: CellOutput, kind: str, target: Target | None) -> str:
+        if output.value_markdown is not None:
+            table = markdown.markdown(output.value_markdown, extensions=["tables"])
             caption = ""
             if kind == "tbl" and target:
                 text = caption_html(cell.options.get("tbl-cap", ""))
@@ -297,7 +292,7 @@ class ChapterRenderer:
                            f"{text}</figcaption>")
             anchor = f' id="{target.anchor}"' if kind == "tbl" and target else ""
             return f'<figure class="table"{anchor}>{caption}{table}</figure>'
-        return f'<pre class="output result">{format_output(data["text/plain"])}</pre>'
+        return f'<pre class="output result">{format_output(output.value)}</pre>'
 
     def figure(self, cell: Cell, svg: str, target: Target | None) -> str:
         self.figures += 1
