@@ -24,6 +24,8 @@ BOOL_OPTIONS = ("echo", "output", "eval")
 TEXT_OPTIONS = ("label", "fig-cap", "tbl-cap", "lst-cap", "default_exp")
 FLAG_OPTIONS = ("export",)  # `#| export`, or `#| export: module` for another module
 MODULE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+# `90_solutions_03` continues the chapter `90_solutions`: a part with its own run
+CONTINUATION = re.compile(r"(?P<opener>\d\d_[a-z0-9_]+)_\d\d")
 KNOWN_OPTIONS = BOOL_OPTIONS + TEXT_OPTIONS + FLAG_OPTIONS
 
 
@@ -87,6 +89,12 @@ class Chapter:
         if self.order == 0:
             return "front"
         return "appendix" if self.order >= 90 else "main"
+
+    @property
+    def continues(self) -> str | None:
+        """The stem of the chapter this file is a part of, or None when it opens one."""
+        match = CONTINUATION.fullmatch(self.stem)
+        return match["opener"] if match else None
 
     @property
     def title(self) -> str:
@@ -321,9 +329,35 @@ def read_chapter(path: Path) -> Chapter:
     return Chapter(path, cells)
 
 
+def _reading_order(path: Path) -> tuple[str, str]:
+    """Sort key that puts the parts of a chapter right after its opener, in order."""
+    match = CONTINUATION.fullmatch(path.stem)
+    return (match["opener"] if match else path.stem, path.stem)
+
+
+def _check_parts(chapters: list[Chapter]) -> None:
+    """Every part continues an opener that is in the book; parts do not nest."""
+    by_stem = {c.stem: c for c in chapters}
+    for chapter in chapters:
+        opener = chapter.continues
+        if opener is None:
+            continue
+        if opener not in by_stem:
+            raise ChapterFormatError(
+                chapter.path, 1, f"{chapter.path.name} is a part of {opener}.py, which "
+                f"is not in {chapter.path.parent}; a chapter split into parts opens "
+                f"with {opener}.py (its '# Title' and introduction)")
+        if by_stem[opener].continues:
+            raise ChapterFormatError(
+                chapter.path, 1, f"{chapter.path.name} continues {opener}.py, itself a "
+                f"part of {by_stem[opener].continues}.py; parts do not nest")
+
+
 def read_book(book_dir: Path) -> list[Chapter]:
-    """Every chapter of the book, in reading order."""
-    paths = sorted(p for p in Path(book_dir).glob("[0-9][0-9]_*.py"))
+    """Every chapter file of the book, in reading order (a chapter's parts follow it)."""
+    paths = sorted(Path(book_dir).glob("[0-9][0-9]_*.py"), key=_reading_order)
     if not paths:
         raise FileNotFoundError(f"no chapters (NN_slug.py) in {book_dir}")
-    return [read_chapter(p) for p in paths]
+    chapters = [read_chapter(p) for p in paths]
+    _check_parts(chapters)
+    return chapters

@@ -41,6 +41,11 @@ INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\s)(?P<tex>(?:[^$\n]|\n(?!\s*\n))+?)(?
 CROSS_REF = re.compile(r"(?<![\w@])@(?P<label>(?:fig|tbl|lst|eq)-[\w-]*[\w])")
 SLOT = "\ue000{}\ue001"  # private-use marks: Markdown strips \x02/\x03
 SLOT_RE = re.compile("\ue000(\\d+)\ue001")
+HEADING_TAG = re.compile(r"<(/?)h([1-5])\b")
+
+
+# a contents entry: the chapter, its anchor, its number, its sections (anchor, title)
+TocEntry = tuple[Chapter, str, str, list[tuple[str, str]]]
 
 
 @dataclass
@@ -74,11 +79,21 @@ class BookIndex:
 
 
 def number_chapters(chapters: list[Chapter]) -> BookIndex:
-    """Number chapters (1, 2, … and A, B, … for appendices) and all their labels."""
+    """Number chapters (1, 2, … and A, B, … for appendices) and all their labels.
+
+    A chapter's parts take its number, and their labels continue its count.
+    """
     index = BookIndex()
     main = appendix = 0
     for chapter in chapters:
-        if chapter.part == "main":
+        opener = chapter.continues
+        if opener is not None:
+            if opener not in index.chapter_numbers:
+                raise ChapterFormatError(
+                    chapter.path, 1, f"{chapter.path.name} is a part of {opener}.py, "
+                    "which must come before it in the book")
+            index.chapter_numbers[chapter.stem] = index.chapter_numbers[opener]
+        elif chapter.part == "main":
             main += 1
             index.chapter_numbers[chapter.stem] = str(main)
         elif chapter.part == "appendix":
@@ -86,8 +101,9 @@ def number_chapters(chapters: list[Chapter]) -> BookIndex:
             appendix += 1
         else:
             index.chapter_numbers[chapter.stem] = ""
+    counts: dict[str, dict[str, int]] = {}
     for chapter in chapters:
-        count: dict[str, int] = {}
+        count = counts.setdefault(chapter.continues or chapter.stem, {})
         for cell in chapter.cells:
             if cell.kind == "code" and "label" in cell.options:
                 index.add(chapter, cell.line, str(cell.options["label"]), count)
@@ -155,11 +171,12 @@ def caption_html(text: object) -> str:
 
 
 class ChapterRenderer:
-    """Turns one executed chapter into an HTML <section>."""
+    """Turns one executed chapter file, an opener or one of its parts, into HTML."""
 
     def __init__(self, executed: Executed, index: BookIndex, out_dir: Path,
-                 math: MathRenderer) -> None:
+                 math: MathRenderer, first_section: int = 1) -> None:
         self.chapter = executed.chapter
+        self.first_section = first_section  # a part continues its chapter's count
         run = ChapterRun.from_notebook(executed.notebook)
         self.index = index
         self.out_dir = out_dir
@@ -227,12 +244,14 @@ class ChapterRenderer:
         )
         while SLOT_RE.search(rendered):
             rendered = SLOT_RE.sub(lambda m: slots[int(m[1])], rendered)
+        if self.chapter.continues:
+            rendered = demote_headings(rendered)
         return self.number_sections(rendered)
 
     def number_sections(self, rendered: str) -> str:
         def section(match: re.Match) -> str:
             title = match[1]
-            count = len(self.sections) + 1
+            count = self.first_section + len(self.sections)
             anchor = f"sec-{self.chapter.stem}-{count}"
             number = f"{self.number}.{count}" if self.number else ""
             self.sections.append((anchor, (f"{number} " if number else "") + title))
@@ -310,17 +329,24 @@ class ChapterRenderer:
         return f'<figure class="figure"{anchor}><img src="figures/{name}" alt="">{caption}</figure>'
 
     # chapter -------------------------------------------------------------------
-    def render(self) -> str:
-        chapter = self.chapter
+    def body(self) -> str:
+        """The cells as HTML; a part keeps its title, which becomes a section heading."""
         body = []
-        for position, cell in enumerate(chapter.cells):
+        for position, cell in enumerate(self.chapter.cells):
             if cell.kind == "markdown":
                 text = cell.source
-                if position == 0:  # the title goes to the opener; keep line numbers
+                if position == 0 and not self.chapter.continues:  # keep line numbers
                     text = re.sub(r"^(\s*)#[^\n]*", r"\1", text, count=1)
                 body.append(self.prose(cell, text))
             else:
                 body.append(self.code(cell))
+        return "".join(body)
+
+    def wrap(self, body: str) -> str:
+        """The file's <section>: a chapter's opens with its kicker and title."""
+        chapter = self.chapter
+        if chapter.continues:
+            return f'<section class="continuation" id="{self.anchor}">{body}</section>'
         if chapter.part == "main":
             kicker = f"Chapter {self.number}"
         elif chapter.part == "appendix":
@@ -332,10 +358,35 @@ class ChapterRenderer:
         opener = (f'<header class="opener"><div class="kicker">{kicker}</div>'
                   f'<h1 data-toc="{toc_title}">{title}</h1></header>')
         return (f'<section class="chapter {chapter.part}" id="{self.anchor}">'
-                f"{opener}{''.join(body)}</section>")
+                f"{opener}{body}</section>")
 
 
-def table_of_contents(entries: list[tuple[Chapter, str, str, list[tuple[str, str]]]]) -> str:
+def demote_headings(rendered: str) -> str:
+    """Every heading one level down, so that a part's `# Title` is a section."""
+    return HEADING_TAG.sub(lambda m: f"<{m[1]}h{int(m[2]) + 1}", rendered)
+
+
+def chapter_parts(executed: list[Executed]) -> list[list[Executed]]:
+    """The executed files grouped by chapter: each opener, then its parts."""
+    groups: dict[str, list[Executed]] = {}
+    for item in executed:
+        groups.setdefault(item.chapter.continues or item.chapter.stem, []).append(item)
+    return list(groups.values())
+
+
+def render_chapter(parts: list[Executed], index: BookIndex, out_dir: Path,
+                   math: MathRenderer) -> tuple[str, TocEntry]:
+    """One chapter's <section>, its parts nested in it, and its contents entry."""
+    opener = ChapterRenderer(parts[0], index, out_dir, math)
+    body, sections = opener.body(), list(opener.sections)
+    for item in parts[1:]:
+        part = ChapterRenderer(item, index, out_dir, math, first_section=len(sections) + 1)
+        body += part.wrap(part.body())
+        sections += part.sections
+    return opener.wrap(body), (opener.chapter, opener.anchor, opener.number, sections)
+
+
+def table_of_contents(entries: list[TocEntry]) -> str:
     rows = []
     for chapter, anchor, number, sections in entries:
         roman = " roman" if chapter.part == "front" else ""
@@ -370,10 +421,10 @@ def render_book(executed: list[Executed], out_dir: Path, profile: str) -> Path:
     index = number_chapters([e.chapter for e in executed])
     math = MathRenderer(out_dir)
     sections, toc = [], []
-    for item in executed:
-        renderer = ChapterRenderer(item, index, out_dir, math)
-        sections.append(renderer.render())
-        toc.append((item.chapter, renderer.anchor, renderer.number, renderer.sections))
+    for parts in chapter_parts(executed):
+        section, entry = render_chapter(parts, index, out_dir, math)
+        sections.append(section)
+        toc.append(entry)
     (out_dir / "book.css").write_text(CSS.read_text(encoding="utf-8"), encoding="utf-8")
     today = datetime.date.today().isoformat()
     cover = (f'<section class="cover">{cover_art(out_dir)}'
@@ -387,7 +438,7 @@ def render_book(executed: list[Executed], out_dir: Path, profile: str) -> Path:
                   "profile. Every listing in this book ran while it was built; every "
                   "output, table and figure is what that run printed or drew.</div>"
                   "</section>")
-    first_main = next((i for i, e in enumerate(executed) if e.chapter.part == "main"), None)
+    first_main = next((i for i, entry in enumerate(toc) if entry[0].part == "main"), None)
     if first_main is not None:
         sections[first_main] = sections[first_main].replace(
             'class="chapter main"', 'class="chapter main first-main"', 1)
