@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -15,7 +16,7 @@ from mlxllm.press.execute import ChapterRunError, execute
 from mlxllm.press.export import export, stale_modules
 from mlxllm.press.pdf import write_pdf
 from mlxllm.press.read import ChapterFormatError, read_book, read_chapter
-from mlxllm.press.render import format_output, render_book
+from mlxllm.press.render import format_output, number_chapters, render_book
 from tests.conftest import BOOK, FIXTURE_BOOK, ROOT
 
 
@@ -171,8 +172,9 @@ def test_cache_reruns_only_when_code_changes(book: Path, tmp_path: Path,
 
     chapter.write_text(text.replace("smoke=42", "smoke=41"))
     again = {e.chapter.stem: e.from_cache for e in run(book, cache)}
-    assert again == {"00_front": True, "01_first": False,
-                     "02_second": False, "90_appendix": True}, \
+    assert again == {"00_front": True, "01_first": False, "02_second": False,
+                     "90_appendix": True, "90_appendix_01": True,
+                     "90_appendix_02": False, "91_closing": True}, \
         "a code edit re-runs the chapter and the chapters that read its artifacts"
 
 
@@ -240,6 +242,90 @@ def test_output_lines_wrap_with_a_mark_and_long_outputs_are_trimmed() -> None:
     assert wrapped[0].endswith("↩") and len(wrapped[0]) == 80
     trimmed = format_output("\n".join(str(i) for i in range(100))).split("\n")
     assert "… 68 lines omitted …" in trimmed and trimmed[-1] == "99"
+
+
+# chapters in parts -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The fixture book's HTML, executed and rendered once for the tests of parts."""
+    folder = tmp_path_factory.mktemp("parts")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLXLLM_ARTIFACTS", str(folder / "artifacts"))
+        executed = run(FIXTURE_BOOK, folder / "cache")
+    return render_book(executed, folder / "html", "smoke").read_text()
+
+
+def test_parts_are_sections_of_one_appendix(rendered: str) -> None:
+    start = rendered.index('id="ch-90_appendix"')
+    appendix = rendered[start:rendered.index('<section class="chapter appendix" '
+                                             'id="ch-91_closing"')]
+    assert '<section class="chapter' not in appendix and appendix.count("<h1") == 1, \
+        "a part opened a chapter of its own"
+    assert appendix.index('id="ch-90_appendix_01"') < appendix.index('id="ch-90_appendix_02"')
+    assert ('<h2 id="sec-90_appendix_01-1"><span class="secnum">A.1</span> '
+            "Answers to chapter 1</h2>") in appendix
+    assert ('<h2 id="sec-90_appendix_02-2"><span class="secnum">A.2</span> '
+            "Answers to chapter 2</h2>") in appendix
+    assert "<h3>Exercise 1.1</h3>" in appendix and "<h3>Exercise 2.1</h3>" in appendix
+    assert 'class="capnum">Table A.1<' in appendix and 'class="capnum">Table A.2<' in appendix
+    assert ">Table A.1</a> in the first part and to " in appendix and ">Figure 1.1</a>" in appendix
+    assert "21 is half the answer" in appendix and "left, 1 2 3, and" in appendix
+    assert 'class="kicker">Appendix B<' in rendered and "Appendix C" not in rendered, \
+        "a part took an appendix letter"
+
+
+def test_contents_list_the_parts_under_their_appendix(rendered: str) -> None:
+    contents = rendered[rendered.index('<ul class="toc">'):rendered.index("</ul>")]
+    rows = [(kind, anchor, " ".join(re.sub("<[^>]+>", " ", text).split()))
+            for kind, anchor, text in re.findall(
+                r'<li class="toc-(chapter|section)[^"]*"><a href="#([^"]+)">(.*?)</a>', contents)]
+    assert rows[-4:] == [
+        ("chapter", "ch-90_appendix", "A An Appendix"),
+        ("section", "sec-90_appendix_01-1", "A.1 Answers to chapter 1"),
+        ("section", "sec-90_appendix_02-2", "A.2 Answers to chapter 2"),
+        ("chapter", "ch-91_closing", "B Closing Appendix")]
+
+
+def test_each_part_runs_and_is_cached_on_its_own(book: Path, tmp_path: Path,
+                                                 artifacts: Path) -> None:
+    cache = tmp_path / "cache"
+    first = {e.chapter.stem: e for e in run(book, cache)}
+    appendix = ["90_appendix", "90_appendix_01", "90_appendix_02"]
+    assert len({first[stem].path for stem in appendix}) == 3
+    assert not any(first[stem].from_cache for stem in appendix)
+    part = book / "90_appendix_02.py"
+    part.write_text(part.read_text().replace("2 * int(n)", "3 * int(n)"))
+    again = {e.chapter.stem: e for e in run(book, cache)}
+    assert [stem for stem, e in again.items() if not e.from_cache] == ["90_appendix_02"]
+    assert again["90_appendix_01"].path == first["90_appendix_01"].path
+    assert again["90_appendix_02"].path != first["90_appendix_02"].path
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [(["01_a.py", "90_sol_01.py"],
+      r"90_sol_01.py:1: 90_sol_01.py is a part of 90_sol.py, which is not in "),
+     (["90_sol.py", "90_sol_01.py", "90_sol_01_02.py"],
+      r"90_sol_01_02.py:1: 90_sol_01_02.py continues 90_sol_01.py, itself a part of "
+      r"90_sol.py; parts do not nest")],
+)
+def test_malformed_part_is_refused(tmp_path: Path, names: list[str], message: str) -> None:
+    for name in names:
+        write_chapter(tmp_path, name, f"""
+            # %% [markdown]
+            # # Title of {name}
+        """)
+    with pytest.raises(ChapterFormatError, match=message):
+        read_book(tmp_path)
+
+
+def test_part_rendered_without_its_opener_is_refused(tmp_path: Path) -> None:
+    part = write_chapter(tmp_path, "90_sol_01.py", """
+        # %% [markdown]
+        # # A part
+    """)
+    with pytest.raises(ChapterFormatError, match=r"90_sol_01.py:1: .* must come before it"):
+        number_chapters([read_chapter(part)])
 
 
 # exporting -------------------------------------------------------------------------
