@@ -1,4 +1,4 @@
-"""Every chapter of the book runs top to bottom in the smoke profile (one test each)."""
+"""Every chapter file of the book, each part too, runs in the smoke profile (one test each)."""
 
 from __future__ import annotations
 

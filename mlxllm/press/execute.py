@@ -4,7 +4,9 @@ A notebook is cached under build/cache/<profile>/ by a key made of everything th
 can change what the chapter prints: its code cells, the inline expressions in its
 prose, the profile, the mlxllm modules it imports (and theirs), the keys of the
 chapters whose artifacts it reads, the press's own kernel, Python and MLX versions.
-Prose-only edits therefore re-render without re-running.
+Prose-only edits therefore re-render without re-running. Each part of a chapter
+(`90_solutions_03.py`, see read.py) is a file of its own here: its own process and
+key, so an edit to one part re-runs only that part.
 """
 
 from __future__ import annotations
