@@ -1422,7 +1422,7 @@ class TextEncoder(Protocol):
 # %%
 #| export: data
 def encode_splits(
-    tokenizer: TextEncoder, text: str, cache_dir: Path
+    tokenizer: TextEncoder, text: str, cache_root: Path
 ) -> tuple[np.ndarray, np.ndarray]:
     """The 90/10 split of `text` as uint16 token ids, encoded once, cached."""
     if tokenizer.vocab_size > 1 << 16:
@@ -1430,7 +1430,7 @@ def encode_splits(
                          "in uint16 (at most 65,536 ids)")
     text_hash = sha256(text.encode("utf-8")).hexdigest()
     key = f"{tokenizer.fingerprint()[:16]}-{text_hash[:16]}"
-    folder = Path(cache_dir) / key
+    folder = Path(cache_root) / key
     paths = [folder / "train.npy", folder / "val.npy"]
     if all(path.exists() for path in paths):
         return np.load(paths[0]), np.load(paths[1])
@@ -1601,7 +1601,7 @@ print(f"BPE: {uniform_bpe:.2f} nats per token = "
 #   `encode_chunk`; `allowed_specials` and `split_on_specials`; and
 #   `read_sections` for the file format.
 #
-# And `mlxllm.data` gained `encode_splits(tokenizer, text, cache_dir)`, the
+# And `mlxllm.data` gained `encode_splits(tokenizer, text, cache_root)`, the
 # seeded `BatchSampler(tokens, batch_size, context, seed)` and
 # `nats_per_char(loss_per_token, n_tokens, n_chars)`.
 #
