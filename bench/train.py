@@ -21,7 +21,7 @@ Sections (`--only`, default all):
   `mx.square(x - mean)`), with the `(x - mean) ** 2` it was first written with, and
   with `mx.fast.layer_norm`.
 - checkpointing: the compiled baby step with chapter 8's activation checkpointing
-  (`mlxllm.train.use_checkpointing`), and its peak memory, when this mlxllm has it.
+  (`mlxllm.laptop.use_checkpointing`), and its peak memory.
 - phases: the baby step taken apart: forward (loss) only, forward and backward,
   clipping and the AdamW update only, the whole step; each with and without
   `mx.compile`.
@@ -56,18 +56,17 @@ import types
 from collections.abc import Callable
 from functools import partial
 
-import mlxllm
+import mlxllm  # noqa: F401  (before mlx.core: loads OpenBLAS)
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-import mlxllm.train
 from mlxllm.blas import blas_in_use, find_openblas
 from mlxllm.hardware import describe_machine
+from mlxllm.laptop import use_checkpointing
 from mlxllm.model import (GPT, FeedForward, GPTConfig, LayerNorm, attention_weights,
-                          causal_mask, gelu)
-from mlxllm.train import (TrainConfig, clip_by_global_norm, cross_entropy,
-                          language_model_loss, make_optimizer, make_step)
+                          causal_mask, gelu, language_model_loss)
+from mlxllm.train import TrainConfig, clip_by_global_norm, make_optimizer, make_step
 
 try:
     import torch
@@ -292,13 +291,10 @@ def section_layernorm(args: argparse.Namespace) -> None:
 
 
 def section_checkpointing(args: argparse.Namespace) -> None:
-    if not hasattr(mlxllm.train, "use_checkpointing"):
-        print("### activation checkpointing\nnot available in this mlxllm\n")
-        return
     config = GPTConfig.baby(VOCAB)
     runs = {"plain": mlx_run(config, 12),
             "use_checkpointing": mlx_run(config, 12,
-                                         transform=mlxllm.train.use_checkpointing)}
+                                         transform=use_checkpointing)}
     print(f"### activation checkpointing: baby step, compiled, batch 12; {load()}")
     medians = measure(runs, args.steps, args.repeats)
     peaks = {}
@@ -404,7 +400,8 @@ def section_ops(args: argparse.Namespace) -> None:
                 q, k, v, scale=(d // heads) ** -0.5, mask="causal"),
             [heads_shape] * 3, layers),
         "cross-entropy 768×65": (
-            lambda logits: cross_entropy(logits, targets), [(b, t, VOCAB)], 1),
+            lambda logits: nn.losses.cross_entropy(logits, targets, reduction="mean"),
+            [(b, t, VOCAB)], 1),
     }
     runs: dict[str, Run] = {}
     calls = {}

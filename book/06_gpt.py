@@ -434,14 +434,23 @@ class GPTConfig:
     """Every size of a GPT; checked on creation."""
 
     vocab_size: int
+    """Token ids the model reads and predicts: the tokenizer's size."""
     context: int
+    """Most tokens the model sees at once: its number of positions."""
     n_layer: int
+    """Transformer blocks, one after the other."""
     n_head: int
+    """Attention heads per block; must divide n_embd."""
     n_embd: int
+    """Width of the residual stream: each token's vector."""
     dropout: float = 0.0
+    """Share of activations zeroed at random in training (0: off)."""
     bias: bool = False
+    """Bias vectors in the attention and feed-forward layers."""
     activation: str = "gelu"
+    """Feed-forward nonlinearity: "relu", "gelu" or "swiglu"."""
     norm: str = "layer"
+    """Normalization: "layer" (LayerNorm) or "rms" (RMSNorm)."""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context", "n_layer", "n_head", "n_embd"):
@@ -492,7 +501,9 @@ def make_norm(config: GPTConfig) -> nn.Module:
 # %% [markdown]
 # Notice that the messages say what to change, not only what is wrong, and
 # that the presets take the vocabulary from the caller: it belongs to the
-# tokenizer, not to the model. The block itself is short.
+# tokenizer, not to the model. The string under each field is its
+# documentation: editors show it beside the name, and `mlxllm train
+# --help` prints it next to the field's flag. The block itself is short.
 
 # %%
 #| export
@@ -672,14 +683,20 @@ depth_config = GPTConfig(tokenizer.vocab_size, context=32,
                          activation="relu")
 
 # %% [markdown]
-# Both train on the mean next-character cross-entropy, MLX's own for
-# now; chapter 7 writes it out.
+# Both train on the mean next-character cross-entropy, computed by MLX's
+# `nn.losses.cross_entropy` (chapter 7 opens it up). The logits are cast
+# to float32 first: a no-op for these float32 models, and the one place
+# where precision matters most when chapter 8 runs a model in bfloat16.
+# Every later chapter trains with this loss.
 
 # %%
 #| export
-def lm_loss(model: GPT, x: mx.array, y: mx.array) -> mx.array:
-    """Mean next-token cross-entropy, in nats."""
-    return nn.losses.cross_entropy(model(x), y, reduction="mean")
+def language_model_loss(model: nn.Module, inputs: mx.array,
+                        targets: mx.array) -> mx.array:
+    """The training objective: mean next-token cross-entropy in nats,
+    computed in float32 whatever the model's precision."""
+    logits = model(inputs).astype(mx.float32)
+    return nn.losses.cross_entropy(logits, targets, reduction="mean")
 
 # %% [markdown]
 # Before training, look at the gradient each block receives on the same
@@ -689,7 +706,7 @@ def lm_loss(model: GPT, x: mx.array, y: mx.array) -> mx.array:
 # %%
 def block_gradient_norms(model: GPT, x: mx.array, y: mx.array) -> list:
     """The L2 norm of the loss gradient over each block's parameters."""
-    _, grads = nn.value_and_grad(model, lm_loss)(model, x, y)
+    _, grads = nn.value_and_grad(model, language_model_loss)(model, x, y)
     return [math.sqrt(sum((g * g).sum().item()
                           for _, g in tree_flatten(block)))
             for block in grads["blocks"]]
@@ -741,7 +758,7 @@ fig.tight_layout()
 def train_curve(model: GPT, steps: int, seed: int) -> list[float]:
     """Train with AdamW at a fixed rate; the loss of every step."""
     optimizer = optim.AdamW(learning_rate=2e-3)
-    loss_and_grad = nn.value_and_grad(model, lm_loss)
+    loss_and_grad = nn.value_and_grad(model, language_model_loss)
     batches = BatchSampler(train_ids, 16, model.config.context, seed)
     losses = []
     for _ in range(steps):
@@ -927,7 +944,7 @@ def time_train_step(model: GPT, x: mx.array, y: mx.array,
     """Median seconds of one plain training step of `model` on the batch
     (x, y): the loss, its gradients and an AdamW update (which change the
     model's weights)."""
-    loss_and_grad = nn.value_and_grad(model, lm_loss)
+    loss_and_grad = nn.value_and_grad(model, language_model_loss)
     optimizer = optim.AdamW(learning_rate=1e-3)
 
     def step() -> tuple:
@@ -996,7 +1013,7 @@ print(f"{saved_kib:,.0f} KiB; logits reproduced exactly")
 #
 # ## What an untrained model says
 #
-# Chapter 7 writes a proper sampler and chapter 9 makes it fast, but the
+# Chapter 7 writes a proper `generate` and chapter 9 makes it fast, but the
 # simplest version takes four lines: feed the text so far, take the
 # logits of the last position, draw a character from their softmax,
 # append it, repeat.
@@ -1046,7 +1063,8 @@ print(untrained_sample)
 #   property `hidden`; `make_norm(config)`;
 # - `Block(config)`, called as `block(x, mask)`;
 # - `GPT(config)`, called on (B, T) ids, and `count_parameters(config)`;
-# - `lm_loss(model, x, y)`, the mean next-token cross-entropy;
+# - `language_model_loss(model, inputs, targets)`, the mean next-token
+#   cross-entropy in float32, the loss every later chapter trains with;
 # - `train_flops_per_token(config)` and `time_train_step(model, x, y,
 #   repeats)`.
 #

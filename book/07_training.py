@@ -15,9 +15,11 @@
 # {{ char_val:.2f }} nats per character on this machine; the same model
 # on chapter 3's byte-pair tokens reaches {{ bpe_val:.2f }}. On the map
 # of chapter 1 this is the loop around the whole picture: predict, measure
-# the error, nudge every weight, repeat. Everything the chapter exports
-# lands in a new module, `mlxllm.train`, which the `mlxllm train` command
-# runs for you.
+# the error, nudge every weight, repeat. What the chapter exports lands
+# in four new modules, one topic each: `mlxllm.train` (the loop),
+# `mlxllm.checkpoint` (saving and resuming), `mlxllm.generate` (writing
+# text) and `mlxllm.terminal` (Ctrl-C and the progress line); the
+# `mlxllm train` command runs them for you.
 
 # %%
 #| default_exp train
@@ -38,8 +40,8 @@ from mlxllm.book import Table, artifact_path, pick
 from mlxllm.data import encode_splits, load_corpus, split_train_val
 from mlxllm.hardware import median_seconds
 from mlxllm.model import GPT, GPTConfig, count_parameters
-from mlxllm.model import train_flops_per_token
-from mlxllm.tokenizer import BPETokenizer, CharTokenizer
+from mlxllm.model import language_model_loss, train_flops_per_token
+from mlxllm.tokenizer import BPETokenizer, CharTokenizer, Tokenizer
 
 text = load_corpus()
 train_text, val_text = split_train_val(text)
@@ -57,8 +59,11 @@ print(f"{len(char_train):,} training and {len(val_ids):,} validation ids")
 #
 # ## The loss
 #
-# The model turns each position into a vector of $V$ *logits*, one score
-# per token of the vocabulary. Softmax turns scores into probabilities,
+# Chapter 6 trained with `language_model_loss`, which hands the model's
+# logits, cast to float32, to MLX's `nn.losses.cross_entropy`. Here is
+# what that computes. The model turns each position into a vector of
+# $V$ *logits*, one score per token of the vocabulary. Softmax turns
+# scores into probabilities,
 # $p_i = e^{z_i} / \sum_j e^{z_j}$, and the loss at a position is the
 # negative log-probability of the token that actually came next. Taking
 # the logarithm of the softmax by hand leads to a cleaner formula,
@@ -71,32 +76,6 @@ print(f"{len(char_train):,} training and {len(val_ids):,} validation ids")
 # the mean over all positions.
 
 # %%
-#| export
-import hashlib
-import json
-import math
-import os
-import shutil
-import signal
-import sys
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import TextIO
-
-import mlx.core as mx
-import mlx.nn as nn
-import mlx.optimizers as optim
-import numpy as np
-from mlx.utils import tree_flatten, tree_map, tree_unflatten
-
-from mlxllm.data import BatchSampler
-from mlxllm.model import GPT, GPTConfig
-from mlxllm.tokenizer import BPETokenizer, CharTokenizer, Tokenizer
-
-
 def cross_entropy(logits: mx.array, targets: mx.array) -> mx.array:
     """Mean of -log p(target), computed from raw logits (any leading
     shape) without ever forming the probabilities."""
@@ -104,19 +83,13 @@ def cross_entropy(logits: mx.array, targets: mx.array) -> mx.array:
     target_logits = mx.take_along_axis(logits, targets[..., None], axis=-1)
     return mx.mean(log_normalizer - target_logits[..., 0])
 
-
-def language_model_loss(model: nn.Module, inputs: mx.array,
-                        targets: mx.array) -> mx.array:
-    """The training objective: next-token cross-entropy, in float32."""
-    return cross_entropy(model(inputs).astype(mx.float32), targets)
-
 # %% [markdown]
-# `language_model_loss` is what training minimizes. It casts the logits
-# to float32 before the loss: a no-op for now, and the one place where
-# precision matters most when chapter 8 runs the model in bfloat16.
-# Three checks: our loss equals MLX's `nn.losses.cross_entropy`; an
-# untrained model scores about $\ln V$, the loss of guessing uniformly;
-# and the formula survives logits that would overflow a naive softmax.
+# Three checks: this equals MLX's `nn.losses.cross_entropy`, and so the
+# `language_model_loss` that the library trains and evaluates with (MLX's
+# version has one advantage: on a Mac's GPU it calls a fused kernel,
+# `mx.fast.cross_entropy`); an untrained model scores about $\ln V$, the
+# loss of guessing uniformly; and the formula survives logits that would
+# overflow a naive softmax.
 
 # %%
 mx.random.seed(0)
@@ -127,8 +100,10 @@ assert mx.allclose(cross_entropy(logits, targets), reference, atol=1e-5)
 
 untrained = GPT(GPTConfig.baby(char_tokenizer.vocab_size))
 inputs = mx.array(char_train[:65][None, :-1].astype(np.int32))
-start_loss = language_model_loss(untrained, inputs,
-                                 mx.array(char_train[1:65][None]))
+next_ids = mx.array(char_train[1:65][None].astype(np.int32))
+start_loss = language_model_loss(untrained, inputs, next_ids)
+assert mx.allclose(start_loss, cross_entropy(untrained(inputs), next_ids),
+                   atol=1e-5)
 print(f"untrained loss {start_loss.item():.3f}, "
       f"ln V = {np.log(char_tokenizer.vocab_size):.3f}")
 
@@ -145,6 +120,32 @@ print("naive:", naive.item(), " ours:",
 # holds: compute a log-probability as a difference of logits, never as
 # the log of a probability.
 #
+# From here on the chapter writes library code. A listing tagged as
+# exported goes to `mlxllm/train.py` unless its tag names another
+# module. `mlxllm.train` starts with its imports, two of them from
+# modules that this chapter writes further on, `mlxllm.checkpoint` and
+# `mlxllm.terminal`:
+
+# %%
+#| export
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_map
+
+from mlxllm.checkpoint import save_checkpoint
+from mlxllm.data import BatchSampler
+from mlxllm.model import GPT, GPTConfig, language_model_loss
+from mlxllm.terminal import DeferredInterrupt, Progress
+
+# %% [markdown]
 # ## The optimizer
 #
 # Plain gradient descent moves every weight by the learning rate times
@@ -245,18 +246,31 @@ class TrainConfig:
     """Everything about a run except the model's shape."""
 
     steps: int = 2000
+    """Optimizer steps in the run; the schedule ends at the last one."""
     batch_size: int = 12
+    """Windows of `context` tokens in each step's batch."""
     learning_rate: float = 1e-3
+    """Peak learning rate, reached at the end of the warm-up."""
     min_learning_rate: float = 1e-4
+    """Learning rate at the last step, where the cosine ends."""
     warmup_steps: int = 100
+    """Steps of the linear rise from zero to learning_rate."""
     weight_decay: float = 0.1
+    """Each step shrinks the matrices by learning rate times this."""
     beta1: float = 0.9
+    """Adam's averaging factor for the gradient (first moment)."""
     beta2: float = 0.99
+    """Adam's averaging factor for the squared gradient."""
     grad_clip: float = 1.0
+    """Largest global gradient norm; larger ones are scaled down to it."""
     eval_every: int = 250
+    """Steps between evaluations on the validation text."""
     checkpoint_every: int = 250
+    """Steps between checkpoints, when the run has a directory."""
     seed: int = 1337
+    """Seed of batches and dropout (and of the weights, in mlxllm train)."""
     compile: bool = True
+    """Compile the step with mx.compile: faster after the first call."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
@@ -309,9 +323,10 @@ def make_optimizer(config: TrainConfig) -> MatrixAdamW:
 # results compare: batches of 12, peak learning rate $10^{-3}$ falling to
 # $10^{-4}$ over 2,000 steps after a 100-step warm-up, $\beta_2 = 0.99$
 # (the dataset is small, so a shorter memory for the second moment),
-# weight decay 0.1 and clipping at 1.0. A bad value fails at once with a
-# message, not 1,000 steps later. MLX composes the same schedule from its
-# parts, and the two agree at every step:
+# weight decay 0.1 and clipping at 1.0. As in chapter 6's `GPTConfig`,
+# the line under each field says what it means. A bad value fails at
+# once with a message, not 1,000 steps later. MLX composes the same
+# schedule from its parts, and the two agree at every step:
 
 # %%
 schedule_config = TrainConfig()
@@ -475,7 +490,9 @@ print(f"plain {1000 * plain_seconds:.1f} ms, compiled "
 # validation ids into consecutive windows of the context length and
 # averages the loss over all of them, in order and without sampling, so
 # the same model always gets the same number, and two numbers in a log
-# differ only because the model did.
+# differ only because the model did. It measures with the loss the
+# model trains on, `language_model_loss`, so the training and the
+# validation loss in a log are one quantity on two texts.
 
 # %%
 #| export
@@ -493,9 +510,8 @@ def evaluate(model: nn.Module, tokens: np.ndarray, context: int,
     total = 0.0
     for start in range(0, windows, batch_size):
         batch = slice(start, start + batch_size)
-        logits = model(mx.array(inputs[batch]))
-        loss = cross_entropy(logits.astype(mx.float32),
-                             mx.array(targets[batch]))
+        loss = language_model_loss(model, mx.array(inputs[batch]),
+                                   mx.array(targets[batch]))
         total += loss.item() * len(inputs[batch])
     return total / windows
 
@@ -520,9 +536,9 @@ print(f"untrained: {untrained_val:.3f} nats/char")
 # below is measured the same way, so the fall from here is the learning.
 
 # %% [markdown]
-# ## Sampling, for now
+# ## Generating text, for now
 #
-# To watch the model learn, you read what it writes. `sample` feeds the
+# To watch the model learn, you read what it writes. `generate` feeds the
 # prompt through the model, turns the logits of the last position into a
 # distribution, draws the next token, appends it and repeats. The
 # *temperature* divides the logits first: below 1 it sharpens the
@@ -532,15 +548,21 @@ print(f"untrained: {untrained_val:.3f} nats/char")
 # unlikely tokens is never drawn. Each new token reruns the model over
 # the whole window, which is wasteful; chapter 9 keeps a cache and makes
 # this fast. The draws come from a key of their own, so a sample
-# depends only on its seed.
+# depends only on its seed. The function starts a module of its own,
+# `mlxllm.generate`, where chapter 9's samplers and cache will join it.
 
 # %%
-#| export
-def sample(model: GPT, prompt: list[int], new_tokens: int,
-           temperature: float = 1.0, top_k: int | None = None,
-           seed: int = 0) -> list[int]:
-    """Continue `prompt` by new_tokens ids, one at a time; chapter 9
-    makes this fast with a cache."""
+#| export: generate
+import mlx.core as mx
+
+from mlxllm.model import GPT
+
+
+def generate(model: GPT, prompt: list[int], new_tokens: int,
+             temperature: float = 1.0, top_k: int | None = None,
+             seed: int = 0) -> list[int]:
+    """The prompt and new_tokens more ids, each drawn at `temperature`
+    (0: the likeliest) from the top_k likeliest (None: all); seeded."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
@@ -572,17 +594,25 @@ def sample(model: GPT, prompt: list[int], new_tokens: int,
 # runs the step in a loop. Every `eval_every` steps it measures the
 # validation loss and logs one line: step, training loss, validation
 # loss in nats per character, learning rate, tokens per second and the
-# peak memory MLX has allocated (`mx.get_peak_memory`). On a terminal, a
-# `Progress` line redraws in place with an estimate of the time left.
-# It records a history of every step, for plots.
+# peak memory MLX has allocated (`mx.get_peak_memory`). It records a
+# history of every step, for plots.
+#
+# Two helpers come first. They are about the terminal the run was
+# started from, not about training, so they go to a module of their own,
+# `mlxllm.terminal`. `DeferredInterrupt` catches Ctrl-C and turns it
+# into a request that the loop honours between steps, after saving a
+# checkpoint; a step half applied (new weights, old step count) could
+# never be resumed exactly. A second Ctrl-C stops at once. `Progress` is
+# the status line: on a terminal it redraws in place with an estimate of
+# the time left.
 
 # %%
-#| export
-def step_seed(seed: int, step: int) -> int:
-    """The seed of MLX's generator at a step (dropout draws from it).
-    MLX cannot set its generator's state, so the loop re-seeds it each
-    step: the state is then a function of the step a checkpoint records."""
-    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+#| export: terminal
+import signal
+import sys
+import threading
+import time
+from typing import TextIO
 
 
 class DeferredInterrupt:
@@ -635,14 +665,18 @@ class Progress:
         self.stream.flush()
 
 # %% [markdown]
-# Two details make a run reproducible and interruptible.
-# `step_seed` fixes the random generator at each step from the run's
-# seed and the step number: MLX has no call that restores a generator's
-# state, so the loop makes the state a function of something the
-# checkpoint records. `DeferredInterrupt` catches Ctrl-C and turns it
-# into a request that the loop honours between steps, after saving a
-# checkpoint; a step half applied (new weights, old step count) could
-# never be resumed exactly. A second Ctrl-C stops at once.
+# One more detail makes a run reproducible. `step_seed` fixes the random
+# generator at each step from the run's seed and the step number: MLX
+# has no call that restores a generator's state, so the loop makes the
+# state a function of something the checkpoint records.
+
+# %%
+#| export
+def step_seed(seed: int, step: int) -> int:
+    """The seed of MLX's generator at a step (dropout draws from it).
+    MLX cannot set its generator's state, so the loop re-seeds it each
+    step: the state is then a function of the step a checkpoint records."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 # %%
 #| export
@@ -771,10 +805,29 @@ class Trainer:
 # `latest` itself is replaced by a rename, which the file system performs
 # all at once. At every moment `latest` names a complete checkpoint. The
 # JSON also records a SHA-256 of each array file, so a file damaged later
-# is caught when it is read.
+# is caught when it is read. All of this is the module
+# `mlxllm.checkpoint`. `mlxllm.train` imports it, since a trainer saves
+# checkpoints, so it cannot import `mlxllm.train` in turn: it names
+# `Trainer` for the type checker only (`TYPE_CHECKING` is false when the
+# code runs).
 
 # %%
-#| export
+#| export: checkpoint
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten, tree_unflatten
+
+if TYPE_CHECKING:
+    from mlxllm.train import Trainer
+
 CHECKPOINT_FORMAT = 1
 
 
@@ -783,6 +836,7 @@ class CheckpointError(RuntimeError):
 
 
 def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -815,7 +869,7 @@ def save_checkpoint(run_dir: Path, model: nn.Module,
     return final
 
 # %%
-#| export
+#| export: checkpoint
 def latest_checkpoint(run_dir: Path) -> Path:
     """The directory `latest` names; CheckpointError if there is none."""
     pointer = Path(run_dir) / "latest"
@@ -856,7 +910,14 @@ def read_checkpoint(directory: Path) -> tuple[dict, dict, dict]:
         arrays.append(mx.load(str(path)))
     return record, arrays[0], arrays[1]
 
+# %% [markdown]
+# A run directory also keeps the tokenizer, so that a checkpoint can be
+# read back into text. Its file says on its first line which kind it is;
+# reading either kind belongs with the tokenizers of chapter 3, in
+# `mlxllm.tokenizer`:
 
+# %%
+#| export: tokenizer
 def load_tokenizer(path: Path) -> Tokenizer:
     """A tokenizer file of either kind, by its first line."""
     first = Path(path).read_bytes().split(b"\n", 1)[0].decode(
@@ -865,8 +926,12 @@ def load_tokenizer(path: Path) -> Tokenizer:
              CharTokenizer.magic: CharTokenizer}
     return kinds.get(first.split(" ")[0], BPETokenizer).load(path)
 
+# %% [markdown]
+# Resuming reads a checkpoint, checks that it belongs to the run the
+# trainer is set up for, and puts every piece back:
+
 # %%
-#| export
+#| export: checkpoint
 def describe_difference(saved: object, current: object) -> str:
     """'n_layer: 4 there, 6 here' for each field two dicts disagree on."""
     if not (isinstance(saved, dict) and isinstance(current, dict)):
@@ -876,7 +941,7 @@ def describe_difference(saved: object, current: object) -> str:
                      if saved.get(key) != current.get(key))
 
 
-def resume(trainer: Trainer, directory: Path | None = None) -> None:
+def resume(trainer: "Trainer", directory: Path | None = None) -> None:
     """Continue a Trainer from a checkpoint (default: its run_dir's
     latest), after checking the checkpoint is of the same run."""
     if directory is None:
@@ -1080,8 +1145,8 @@ def sample_checkpoint(folder: Path, step: int, length: int) -> str:
     model = GPT(GPTConfig(**record["model"]))
     model.load_weights(list(weights.items()))
     prompt = tokenizer.encode("ROMEO:")
-    return tokenizer.decode(sample(model, prompt, length, temperature=0.8,
-                                   top_k=20, seed=7))
+    return tokenizer.decode(generate(model, prompt, length,
+                                     temperature=0.8, top_k=20, seed=7))
 
 
 char_folder = char_run.run_dir
@@ -1255,31 +1320,36 @@ Table([(f"{baby_flops_rate / 1e9:.0f} GFLOP/s (the baby run, here)",
 # ## Summary
 #
 # You wrote the training loop and everything around it: cross-entropy
-# from logits, equal to MLX's; AdamW with bias correction on and weight
+# from logits, equal to MLX's and so to the loss you train with; AdamW with bias correction on and weight
 # decay on matrices only; a warm-up and cosine schedule, equal to MLX's
 # composed one; clipping by global norm, equal to MLX's; a step made
 # {{ compile_speedup:.1f }} times faster by `mx.compile`; deterministic
-# evaluation in nats per character; a sampler; a trainer that logs,
+# evaluation in nats per character; a text generator; a trainer that logs,
 # checkpoints atomically and resumes a run to the same losses. The baby
 # model reached {{ char_val:.2f }} nats per character on characters and
 # {{ bpe_val:.2f }} on byte pairs.
 #
-# `mlxllm.train` exports:
+# The chapter's code went to four new modules and one old one:
 #
-# - `cross_entropy(logits, targets)` and `language_model_loss(model,
-#   inputs, targets)`;
-# - `TrainConfig` (defaults: nanoGPT's CPU Shakespeare run),
-#   `warmup_cosine(config)`, `MatrixAdamW`, `make_optimizer(config)`;
-# - `global_norm(tree)`, `clip_by_global_norm(grads, max_norm)`,
-#   `make_step(model, optimizer, config)`;
-# - `evaluate(model, tokens, context)` and `sample(model, prompt,
-#   new_tokens, temperature, top_k, seed)`;
-# - `Trainer(model, config, train_tokens, val_tokens, chars_per_token,
-#   tokenizer_fingerprint, run_dir, log, progress)` with `run(until)`,
-#   and `resume(trainer, directory)`;
-# - `save_checkpoint`, `read_checkpoint`, `latest_checkpoint`,
-#   `CheckpointError`, `load_tokenizer`, and `preset(name, vocab_size)`
-#   for the `mlxllm train` command.
+# - `mlxllm.train`: `TrainConfig` (defaults: nanoGPT's CPU Shakespeare
+#   run), `warmup_cosine(config)`, `MatrixAdamW`,
+#   `make_optimizer(config)`; `global_norm(tree)`,
+#   `clip_by_global_norm(grads, max_norm)`, `make_step(model, optimizer,
+#   config)`; `evaluate(model, tokens, context)`; `step_seed(seed,
+#   step)`; `Trainer(model, config, train_tokens, val_tokens,
+#   chars_per_token, tokenizer_fingerprint, run_dir, log, progress)`
+#   with `run(until)`; and `preset(name, vocab_size)` with `PRESETS` for
+#   the `mlxllm train` command;
+# - `mlxllm.checkpoint`: `save_checkpoint`, `latest_checkpoint`,
+#   `read_checkpoint`, `resume(trainer, directory)`, `CheckpointError`,
+#   `file_sha256` and `describe_difference`;
+# - `mlxllm.generate`: `generate(model, prompt, new_tokens, temperature,
+#   top_k, seed)`;
+# - `mlxllm.terminal`: `DeferredInterrupt` and `Progress`;
+# - `mlxllm.tokenizer` gained `load_tokenizer(path)`.
+#
+# The loss they train and evaluate with is chapter 6's
+# `language_model_loss`.
 #
 # ## Exercises
 #

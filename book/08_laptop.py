@@ -22,11 +22,12 @@
 # and, on a Mac's GPU, can speed up the arithmetic; you will see where it
 # loses precision and how float32 master weights save it. On the map of
 # chapter 1 nothing new is drawn: the same model and the same loop,
-# made to fit. Everything lands in `mlxllm.train` as `LaptopConfig` and
-# `LaptopTrainer`, which the `mlxllm train` command uses.
+# made to fit. Everything lands in a new module, `mlxllm.laptop`, and
+# comes together in `MemorySavingConfig` and `MemorySavingTrainer`, which
+# the `mlxllm train` command uses.
 
 # %%
-#| default_exp train
+#| default_exp laptop
 import gc
 import tempfile
 from pathlib import Path
@@ -42,20 +43,17 @@ from mlx.utils import tree_flatten
 from mlxllm.book import Table, artifact_path, pick
 from mlxllm.data import encode_splits, load_corpus, split_train_val
 from mlxllm.hardware import matmul_gflops, median_seconds
+from mlxllm.checkpoint import latest_checkpoint, read_checkpoint, resume
 from mlxllm.model import GPT, Block, GPTConfig, causal_mask
-from mlxllm.model import count_parameters
+from mlxllm.model import count_parameters, language_model_loss
 from mlxllm.tokenizer import CharTokenizer
 from mlxllm.train import (
     StepFn,
     Trainer,
     TrainConfig,
     clip_by_global_norm,
-    language_model_loss,
-    latest_checkpoint,
     make_optimizer,
     make_step,
-    read_checkpoint,
-    resume,
 )
 
 text = load_corpus()
@@ -123,6 +121,8 @@ import mlx.optimizers as optim
 from mlx.utils import tree_map
 
 from mlxllm.model import GPT, Block, GPTConfig, count_parameters
+from mlxllm.model import language_model_loss
+from mlxllm.train import StepFn, Trainer, TrainConfig, clip_by_global_norm
 
 FFN_SAVED = {"relu": 2, "gelu": 2, "swiglu": 5}
 PRECISIONS = ("float32", "mixed", "bfloat16")
@@ -382,8 +382,8 @@ print(f"largest difference between the updated weights: {update_gap:.1e}")
 # micro-batches have the same number of tokens (otherwise their means
 # would need weights), and nothing random happens (with dropout, each
 # micro-batch draws its own masks; the update is then equal in
-# distribution, not in value). `LaptopConfig`, at the end of the chapter,
-# therefore insists that the batch size be a multiple of the
+# distribution, not in value). `MemorySavingConfig`, at the end of the
+# chapter, therefore insists that the batch size be a multiple of the
 # accumulation.
 #
 # The memory is what the method is for. One optimizer step of
@@ -705,7 +705,7 @@ Table(format_rows, ["format", "bits", "largest", "smallest normal",
 # **Sums and exponentials.** A softmax over thousands of logits, a mean
 # over a long vector, a loss accumulated over a batch: each addition
 # rounds to 8 significant bits, and the errors pile up. This is why
-# chapter 7's `language_model_loss` casts the logits to float32 before
+# chapter 6's `language_model_loss` casts the logits to float32 before
 # the cross-entropy, and why chapter 5's softmax asks for
 # `precise=True`, which computes it in float32 whatever the input type.
 #
@@ -856,8 +856,8 @@ print(f"loss {f32_loss.item():.4f} (float32) {mixed_loss.item():.4f} "
 #
 # ## Putting it together
 #
-# `LaptopConfig` adds the three settings to chapter 7's `TrainConfig`,
-# and `LaptopTrainer` honours them. `batch_size` stays the number of
+# `MemorySavingConfig` adds the three settings to chapter 7's
+# `TrainConfig`, and `MemorySavingTrainer` honours them. `batch_size` stays the number of
 # windows per optimizer step, so changing the accumulation changes only
 # how a step is computed: the sampler draws the same windows, the
 # learning rate schedule is the same, and a run with accumulation 4
@@ -866,13 +866,16 @@ print(f"loss {f32_loss.item():.4f} (float32) {mixed_loss.item():.4f} "
 # %%
 #| export
 @dataclass
-class LaptopConfig(TrainConfig):
-    """A TrainConfig with chapter 8's savers: batch_size windows per step
-    in `accumulation` micro-batches, checkpointing, and precision."""
+class MemorySavingConfig(TrainConfig):
+    """A TrainConfig with chapter 8's memory savers: batch_size windows
+    per step in `accumulation` micro-batches, checkpointing, precision."""
 
     accumulation: int = 1
+    """Micro-batches a step's batch is split into: same update, less memory."""
     checkpointing: bool = False
+    """Recompute each block's activations in the backward pass: less memory."""
     precision: str = "float32"
+    """"float32", "mixed" (float32 weights, bfloat16 passes) or "bfloat16"."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -892,13 +895,13 @@ class LaptopConfig(TrainConfig):
                              f"one of {', '.join(PRECISIONS)}")
 
 
-class LaptopTrainer(Trainer):
-    """A Trainer that honours a LaptopConfig: it converts the model
+class MemorySavingTrainer(Trainer):
+    """A Trainer that honours a MemorySavingConfig: it converts the model
     (checkpointed blocks, bfloat16 weights) and builds the matching step."""
 
-    config: LaptopConfig
+    config: MemorySavingConfig
 
-    def __init__(self, model: GPT, config: LaptopConfig, *args: Any,
+    def __init__(self, model: GPT, config: MemorySavingConfig, *args: Any,
                  **kwargs: Any) -> None:
         if config.checkpointing:
             use_checkpointing(model)
@@ -934,16 +937,16 @@ laptop_val = char_val[:pick(smoke=512, book=4096)]
 
 def new_laptop_trainer(run_dir: Path | None, steps: int = laptop_steps,
                        model_config: GPTConfig | None = None,
-                       **settings: object) -> LaptopTrainer:
-    """A LaptopTrainer on characters with a fixed seed."""
+                       **settings: object) -> MemorySavingTrainer:
+    """A MemorySavingTrainer on characters with a fixed seed."""
     mx.random.seed(1)
-    config = LaptopConfig(steps=steps, batch_size=8, warmup_steps=2,
-                          eval_every=steps // 2,
-                          checkpoint_every=steps // 2, **settings)
+    config = MemorySavingConfig(steps=steps, batch_size=8, warmup_steps=2,
+                                eval_every=steps // 2,
+                                checkpoint_every=steps // 2, **settings)
     model = GPT(model_config or laptop_model)
-    return LaptopTrainer(model, config, char_train, laptop_val,
-                         chars_per_token, char_tokenizer.fingerprint(),
-                         run_dir=run_dir, log=None)
+    return MemorySavingTrainer(model, config, char_train, laptop_val,
+                               chars_per_token, char_tokenizer.fingerprint(),
+                               run_dir=run_dir, log=None)
 
 
 straight = new_laptop_trainer(None, **resume_settings).run()
@@ -977,11 +980,11 @@ print(record["train_class"], {key: record["train"][key]
 
 # %%
 def trainer_step(precision: str) -> Callable[[GPT], StepFn]:
-    """A setup for measure_step: the step a LaptopTrainer builds."""
+    """A setup for measure_step: the step a MemorySavingTrainer builds."""
     def setup(model: GPT) -> StepFn:
-        return LaptopTrainer(model, LaptopConfig(precision=precision),
-                             char_train, char_val, chars_per_token,
-                             log=None).train_step
+        config = MemorySavingConfig(precision=precision)
+        return MemorySavingTrainer(model, config, char_train, char_val,
+                                   chars_per_token, log=None).train_step
     return setup
 
 
@@ -1174,7 +1177,7 @@ Table(fit_rows, ["model", "setup", "M params", "fixed GB", "MiB/window",
 # bfloat16 state loses small updates and stalls Adam's second moment.
 # On this CPU bfloat16 is slow; on a Mac's GPU it is the fast format.
 #
-# `mlxllm.train` now also exports:
+# `mlxllm.laptop` exports:
 #
 # - `memory_estimate(config, batch_size, accumulation, checkpointing,
 #   precision)`, bytes per term, and `layer_floats_per_token(config)`;
@@ -1182,8 +1185,9 @@ Table(fit_rows, ["model", "setup", "M params", "fixed GB", "MiB/window",
 #   loss_and_grad)`;
 # - `CheckpointedBlock` and `use_checkpointing(model)`;
 # - `mixed_precision_loss_and_grad(model, dtype)`;
-# - `LaptopConfig(TrainConfig)` with `accumulation`, `checkpointing` and
-#   `precision`, and `LaptopTrainer(Trainer)`, which `mlxllm train` uses.
+# - `MemorySavingConfig(TrainConfig)` with `accumulation`,
+#   `checkpointing` and `precision`, and `MemorySavingTrainer(Trainer)`,
+#   which `mlxllm train` uses.
 #
 # ## Exercises
 #

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import inspect
 import json
 import shlex
 import sys
@@ -14,13 +16,22 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from mlxllm import train
+from mlxllm.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint, resume
 from mlxllm.data import CorpusNotFoundError, cache_dir, encode_splits, load_corpus, split_train_val
+from mlxllm.generate import generate
+from mlxllm.laptop import MemorySavingConfig, MemorySavingTrainer
 from mlxllm.model import GPT, GPTConfig, count_parameters
-from mlxllm.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, TokenizerFileError
+from mlxllm.tokenizer import (
+    BPETokenizer,
+    CharTokenizer,
+    Tokenizer,
+    TokenizerFileError,
+    load_tokenizer,
+)
+from mlxllm.train import PRESETS, TrainConfig, Trainer, preset
 
 # The training configuration and loop that `mlxllm train` runs: the one place that names them.
-RUN_CONFIG, RUN_TRAINER = train.LaptopConfig, train.LaptopTrainer
+RUN_CONFIG, RUN_TRAINER = MemorySavingConfig, MemorySavingTrainer
 
 TOKENIZER_FILE = "tokenizer.txt"
 BPE_VOCAB_SIZE = 1024
@@ -53,9 +64,31 @@ def settable_fields() -> dict[str, tuple[type, object]]:
     return settable
 
 
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's one-line help: the string written under the field in the class or in a
+    base class (the book's convention for configurations; editors show the same text)."""
+    helps: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for statement, following in zip(body, body[1:]):
+            if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
+                    and isinstance(following, ast.Expr)
+                    and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)):
+                helps[statement.target.id] = " ".join(following.value.value.split())
+    return helps
+
+
+def defining_class(cls: type, name: str) -> type:
+    """The class in cls's hierarchy that declares the field `name`."""
+    return next(klass for klass in cls.__mro__ if name in vars(klass).get("__annotations__", {}))
+
+
 def preset_values(name: str) -> dict[str, object]:
     """The values of every field in a preset (vocab_size is a placeholder)."""
-    model, run = train.preset(name, vocab_size=1)
+    model, run = preset(name, vocab_size=1)
     return {**dataclasses.asdict(model),
             **dataclasses.asdict(RUN_CONFIG(**dataclasses.asdict(run)))}
 
@@ -120,7 +153,7 @@ def build(cls: type[Config], values: dict[str, object], source: str) -> Config:
         raise CommandError(f"invalid configuration ({source}): {error}") from None
 
 
-def build_configs(values: dict[str, object], source: str) -> tuple[GPTConfig, train.TrainConfig]:
+def build_configs(values: dict[str, object], source: str) -> tuple[GPTConfig, TrainConfig]:
     """The model and training configurations from one flat dict of field values."""
     return build(GPTConfig, values, source), build(RUN_CONFIG, values, source)
 
@@ -153,7 +186,7 @@ def read_tokenizer(run_dir: Path) -> Tokenizer:
         raise CommandError(f"{path} is missing: a run directory keeps the tokenizer its "
                            "checkpoints were trained with")
     try:
-        return train.load_tokenizer(path)
+        return load_tokenizer(path)
     except UnicodeDecodeError:
         raise TokenizerFileError(f"{path}: not a tokenizer file (not UTF-8 text)") from None
 
@@ -170,7 +203,7 @@ def read_run_tokenizer(run_dir: Path, checkpoint: Path, record: dict) -> Tokeniz
 def read_record(checkpoint: Path) -> tuple[dict, dict]:
     """(record, weights) of a checkpoint, checked whole."""
     try:
-        record, weights, _ = train.read_checkpoint(checkpoint)
+        record, weights, _ = read_checkpoint(checkpoint)
     except (KeyError, TypeError) as error:
         raise CommandError(f"{checkpoint}/state.json is damaged (at {error})") from None
     missing = [key for key in ("step", "model", "train", "tokenizer_sha256") if key not in record]
@@ -184,7 +217,7 @@ def find_checkpoint(path: Path) -> tuple[Path, Path]:
     if not path.is_dir():
         raise CommandError(f"{path} does not exist or is not a directory")
     if (path / "latest").is_file():
-        return train.latest_checkpoint(path), path
+        return latest_checkpoint(path), path
     if (path / "state.json").is_file():
         return path, path.parent
     raise CommandError(f"{path} is neither a run directory (no file 'latest') nor a "
@@ -214,7 +247,7 @@ class Run:
 
     tokenizer: Tokenizer
     model_config: GPTConfig
-    train_config: train.TrainConfig
+    train_config: TrainConfig
     checkpoint: Path | None = None
 
 
@@ -244,7 +277,7 @@ def resumed_run(args: argparse.Namespace, run_dir: Path, settings: dict[str, obj
     """The run in run_dir, with the configuration its latest checkpoint holds."""
     if not run_dir.is_dir():
         raise CommandError(f"--resume: {run_dir} does not exist; give the --run-dir of the run")
-    checkpoint = train.latest_checkpoint(run_dir)
+    checkpoint = latest_checkpoint(run_dir)
     record, _ = read_record(checkpoint)
     tokenizer = read_run_tokenizer(run_dir, checkpoint, record)
     saved = {**record["model"], **record["train"], "tokenizer": tokenizer_kind(tokenizer)}
@@ -271,21 +304,21 @@ def clear_status_line() -> None:
 
 def evaluation_log(model: GPT, tokenizer: Tokenizer, sample_tokens: int) -> Callable[[str], None]:
     """The Trainer's log: each evaluation line, then a short sample of the model as it is now
-    (sample() puts the model back in training mode)."""
+    (generate() puts the model back in training mode)."""
     prompt = tokenizer.encode("\n")
 
     def log(line: str) -> None:
         clear_status_line()
         print(line, flush=True)
         if sample_tokens:
-            ids = train.sample(model, prompt, sample_tokens, TEMPERATURE, TOP_K, seed=0)
+            ids = generate(model, prompt, sample_tokens, TEMPERATURE, TOP_K, seed=0)
             text = tokenizer.decode(ids[len(prompt):]).strip("\n")
             print(textwrap.indent(text, "    | ", lambda _: True), flush=True)
 
     return log
 
 
-def describe(run: Run, trainer: train.Trainer, train_tokens: int, val_tokens: int) -> str:
+def describe(run: Run, trainer: Trainer, train_tokens: int, val_tokens: int) -> str:
     """A few lines on what is about to train."""
     model, config = run.model_config, run.train_config
     start = f"resuming at step {trainer.step:,} of" if run.checkpoint else "a new run of"
@@ -310,8 +343,8 @@ def report_interrupt(args: argparse.Namespace, run_dir: Path) -> int:
     """After Ctrl-C: where the run was saved and how to go on."""
     clear_status_line()
     try:
-        checkpoint = train.latest_checkpoint(run_dir)
-    except train.CheckpointError:
+        checkpoint = latest_checkpoint(run_dir)
+    except CheckpointError:
         print("\nmlxllm: interrupted before the first checkpoint", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(f"\nmlxllm: interrupted; checkpoint saved in {checkpoint}\n"
@@ -343,13 +376,13 @@ def train_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CommandError(f"cannot train this configuration: {error}") from None
     if run.checkpoint is not None:
-        train.resume(trainer, run.checkpoint)
+        resume(trainer, run.checkpoint)
     print(describe(run, trainer, len(train_ids), len(val_ids)), flush=True)
     try:
         trainer.run()
     except KeyboardInterrupt:
         return report_interrupt(args, run_dir)
-    print(f"done: {train.latest_checkpoint(run_dir)}\ntry it: "
+    print(f"done: {latest_checkpoint(run_dir)}\ntry it: "
           f"{shlex.join([program(), 'generate', '--checkpoint', str(run_dir)])} "
           "--prompt 'ROMEO:'")
     return 0
@@ -366,7 +399,7 @@ def generate_command(args: argparse.Namespace) -> int:
         raise CommandError(f"--prompt: {error}") from None
     if not prompt:
         raise CommandError("--prompt is empty; give at least one character")
-    ids = train.sample(model, prompt, args.tokens, args.temperature, args.top_k, args.seed)
+    ids = generate(model, prompt, args.tokens, args.temperature, args.top_k, args.seed)
     print(tokenizer.decode(ids))
     return 0
 
@@ -404,24 +437,37 @@ def bounded(kind: type, low: float) -> Callable[[str], object]:
     return parse
 
 
+def preset_help(name: str, presets: dict[str, dict[str, object]]) -> str:
+    """`Presets: baby 2000, full 5000.` for field `name`, or `Every preset: 0.1.`"""
+    values = {preset_name: settings[name] for preset_name, settings in presets.items()}
+    if len({repr(value) for value in values.values()}) == 1:
+        return f"Every preset: {next(iter(values.values()))}."
+    return "Presets: " + ", ".join(f"{preset_name} {value}"
+                                   for preset_name, value in values.items()) + "."
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per settable field (--n-layer, --compile/--no-compile, ...), grouped by
-    configuration class; the help shows each preset's value."""
-    presets = {name: preset_values(name) for name in train.PRESETS}
-    groups = {cls: parser.add_argument_group(
-        f"{cls.__name__} fields (override the preset and --config)",
-        " ".join((cls.__doc__ or "").split())) for cls in (GPTConfig, RUN_CONFIG)}
+    """One flag per settable field (--n-layer, --compile/--no-compile, ...), grouped by the
+    class that declares it; the help says what the field means and gives the presets' values."""
+    presets = {name: preset_values(name) for name in PRESETS}
+    helps = {**field_help(GPTConfig), **field_help(RUN_CONFIG)}
+    groups: dict[type, argparse._ArgumentGroup] = {}
     for name, (cls, kind) in settable_fields().items():
-        shown = ", ".join(f"{preset} {values[name]}" for preset, values in presets.items())
+        owner = defining_class(cls, name)
+        if owner not in groups:
+            groups[owner] = parser.add_argument_group(
+                f"{owner.__name__} fields (override the preset and --config)",
+                " ".join((owner.__doc__ or "").split()))
+        text = f"{helps.get(name, '')} {preset_help(name, presets)}"
         options: dict[str, object] = {"dest": name, "default": argparse.SUPPRESS,
-                                      "help": f"presets: {shown}"}
+                                      "help": text.replace("%", "%%")}
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         elif kind in (int, float, str):
             options.update(type=kind, metavar=type_name(kind).upper())
         else:
             raise TypeError(f"no flag for {cls.__name__}.{name} of type {kind}")
-        groups[cls].add_argument("--" + name.replace("_", "-"), **options)
+        groups[owner].add_argument("--" + name.replace("_", "-"), **options)
 
 
 def add_train_command(commands: argparse._SubParsersAction) -> None:
@@ -432,7 +478,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "--config, then the flags. The run directory keeps tokenizer.txt and a checkpoint "
         "(step-NNNNNNN/) every checkpoint_every steps; Ctrl-C finishes the step, saves and "
         "prints the command that continues the run.")
-    command.add_argument("--preset", choices=train.PRESETS, default="baby",
+    command.add_argument("--preset", choices=PRESETS, default="baby",
                          help="baby: a small model for a laptop's CPU; full: nanoGPT's "
                          "Shakespeare model, for a Mac's GPU (default baby)")
     command.add_argument("--config", type=Path, metavar="FILE",
@@ -497,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (CommandError, train.CheckpointError, TokenizerFileError,
+    except (CommandError, CheckpointError, TokenizerFileError,
             CorpusNotFoundError) as error:
         print(f"mlxllm: error: {error}", file=sys.stderr)
         return EXIT_ERROR

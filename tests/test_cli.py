@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 import typing
@@ -12,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from mlxllm.cli import RUN_CONFIG, build_parser, flag_settings, main
+from mlxllm.checkpoint import latest_checkpoint
+from mlxllm.cli import RUN_CONFIG, build_parser, field_help, flag_settings, main, settable_fields
 from mlxllm.model import GPTConfig
 from mlxllm.tokenizer import CharTokenizer
-from mlxllm.train import latest_checkpoint
 from tests.conftest import ROOT
 from tests.test_train import TINY_FLAGS, cli_environment, run_cli
 
@@ -96,6 +98,43 @@ def test_every_config_field_has_a_flag() -> None:
             expected[name] = False if kind is bool else value
     assert flag_settings(build_parser().parse_args(argv)) == expected
     assert flag_settings(build_parser().parse_args(["train"])) == {}
+
+
+def train_flag_helps() -> dict[str, str]:
+    """The help text of every option of `mlxllm train`, by destination."""
+    commands = next(action for action in build_parser()._actions
+                    if isinstance(action, argparse._SubParsersAction))
+    return {action.dest: action.help or "" for action in commands.choices["train"]._actions}
+
+
+def test_every_train_flag_says_what_it_means() -> None:
+    helps = train_flag_helps()
+    for name, text in helps.items():
+        assert text.strip() and text.strip(" .").lower() != name.replace("_", " "), (name, text)
+    for name in settable_fields():
+        found = re.fullmatch(r"(.+?) (?:Presets: .+|Every preset: .+)\.", helps[name])
+        assert found, (name, helps[name])
+        meaning = found.group(1).strip(" .").lower()
+        assert meaning and meaning not in (name, name.replace("_", " ")), (name, helps[name])
+
+
+def test_field_help_reads_the_string_under_each_field() -> None:
+    @dataclass
+    class Settings:
+        width: int = 3
+        """How wide it is."""
+        depth: int = 2
+        unexplained: bool = False
+
+    @dataclass
+    class MoreSettings(Settings):
+        depth: int = 4
+        """How deep,
+        over two lines."""
+
+    assert field_help(Settings) == {"width": "How wide it is."}
+    assert field_help(MoreSettings) == {"width": "How wide it is.",
+                                        "depth": "How deep, over two lines."}
 
 
 def test_train_then_generate_as_a_new_user_does(tmp_path: Path) -> None:

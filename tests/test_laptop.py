@@ -1,6 +1,6 @@
-"""Chapter 8's memory savers in mlxllm.train: the memory estimate, gradient
-accumulation, activation checkpointing, mixed precision, LaptopConfig and
-LaptopTrainer (with resuming)."""
+"""Chapter 8's memory savers in mlxllm.laptop: the memory estimate, gradient
+accumulation, activation checkpointing, mixed precision, MemorySavingConfig and
+MemorySavingTrainer (with resuming)."""
 
 from __future__ import annotations
 
@@ -14,21 +14,25 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlxllm.model import GPT, Block, GPTConfig, causal_mask, count_parameters
-from mlxllm.train import (
+from mlxllm.checkpoint import resume
+from mlxllm.laptop import (
     CheckpointedBlock,
-    LaptopConfig,
-    LaptopTrainer,
-    TrainConfig,
-    language_model_loss,
+    MemorySavingConfig,
+    MemorySavingTrainer,
     make_accumulating_step,
-    make_optimizer,
-    make_step,
     memory_estimate,
     mixed_precision_loss_and_grad,
-    resume,
     use_checkpointing,
 )
+from mlxllm.model import (
+    GPT,
+    Block,
+    GPTConfig,
+    causal_mask,
+    count_parameters,
+    language_model_loss,
+)
+from mlxllm.train import TrainConfig, make_optimizer, make_step
 
 TOKENS = np.random.default_rng(0).integers(0, 11, 4000).astype(np.uint16)
 
@@ -191,27 +195,27 @@ def test_mixed_precision_gradients_are_float32_and_close() -> None:
     (dict(accumulation=0), "accumulation must be at least 1"),
     (dict(precision="half"), "unknown precision"),
 ])
-def test_laptop_config_validates(changes: dict, message: str) -> None:
+def test_memory_saving_config_validates(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        LaptopConfig(**changes)
+        MemorySavingConfig(**changes)
 
 
-def laptop_trainer(run_dir: Path | None, **settings: object) -> LaptopTrainer:
+def saving_trainer(run_dir: Path | None, **settings: object) -> MemorySavingTrainer:
     mx.random.seed(1)
-    config = LaptopConfig(steps=6, batch_size=4, warmup_steps=1,
-                          eval_every=3, checkpoint_every=3, **settings)
-    return LaptopTrainer(GPT(small_config()), config, TOKENS, TOKENS[:200],
-                         1.0, "fingerprint", run_dir=run_dir, log=None)
+    config = MemorySavingConfig(steps=6, batch_size=4, warmup_steps=1,
+                                eval_every=3, checkpoint_every=3, **settings)
+    return MemorySavingTrainer(GPT(small_config()), config, TOKENS, TOKENS[:200],
+                               1.0, "fingerprint", run_dir=run_dir, log=None)
 
 
 @pytest.mark.parametrize("settings", [
     dict(accumulation=2, checkpointing=True, precision="mixed"),
     dict(precision="bfloat16"),
 ])
-def test_resumed_laptop_run_matches(tmp_path: Path, settings: dict) -> None:
-    straight = laptop_trainer(None, **settings).run()
-    laptop_trainer(tmp_path, **settings).run(until=3)
-    again = laptop_trainer(tmp_path, **settings)
+def test_resumed_memory_saving_run_matches(tmp_path: Path, settings: dict) -> None:
+    straight = saving_trainer(None, **settings).run()
+    saving_trainer(tmp_path, **settings).run(until=3)
+    again = saving_trainer(tmp_path, **settings)
     resume(again)
     resumed = again.run()
     assert resumed["step"] == straight["step"]
@@ -221,8 +225,8 @@ def test_resumed_laptop_run_matches(tmp_path: Path, settings: dict) -> None:
 
 
 def test_accumulation_keeps_the_data_stream() -> None:
-    whole = laptop_trainer(None)
-    split = laptop_trainer(None, accumulation=2)
+    whole = saving_trainer(None)
+    split = saving_trainer(None, accumulation=2)
     whole.run(until=1)
     split.run(until=1)
     assert whole.history["loss"][0] == pytest.approx(split.history["loss"][0],

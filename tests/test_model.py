@@ -1,5 +1,5 @@
-"""mlxllm.model's GPT: shapes, causality, norms, parameter counts, checkpoints
-and the messages of invalid configurations."""
+"""mlxllm.model's GPT: shapes, causality, norms, parameter counts, the training
+loss, checkpoints and the messages of invalid configurations."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from mlxllm.model import (
     count_parameters,
     erf,
     gelu,
+    language_model_loss,
     time_train_step,
 )
 
@@ -183,3 +184,19 @@ def test_gelu_keeps_bfloat16() -> None:
     assert out.dtype == mx.bfloat16
     assert mx.allclose(out.astype(mx.float32),
                        nn.gelu(x.astype(mx.float32)), atol=0.05).item()
+
+
+def test_language_model_loss_is_the_float32_cross_entropy_of_the_next_ids() -> None:
+    config = small_config()
+    mx.random.seed(0)
+    model = GPT(config)
+    ids = random_ids(config, length=13)
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    logits = np.array(model(inputs), dtype=np.float64)
+    log_normalizer = np.log(np.exp(logits).sum(axis=-1))
+    picked = np.take_along_axis(logits, np.array(targets)[..., None], axis=-1)[..., 0]
+    expected = float(np.mean(log_normalizer - picked))
+    assert language_model_loss(model, inputs, targets).item() == pytest.approx(expected,
+                                                                               rel=1e-5)
+    model.set_dtype(mx.bfloat16)
+    assert language_model_loss(model, inputs, targets).dtype == mx.float32

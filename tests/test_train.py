@@ -1,5 +1,5 @@
-"""mlxllm.train as `mlxllm train` uses it: a run learns, resumes exactly, refuses bad checkpoints
-and never loses its last good one."""
+"""mlxllm.train and mlxllm.checkpoint as `mlxllm train` uses them: a run learns, resumes exactly,
+refuses bad checkpoints and never loses its last good one."""
 
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlxllm import train
+from mlxllm.checkpoint import CheckpointError, latest_checkpoint, resume
 from mlxllm.cli import RUN_CONFIG, RUN_TRAINER
 from mlxllm.data import cache_dir, split_train_val
 from mlxllm.model import GPT, GPTConfig
 from mlxllm.tokenizer import CharTokenizer
+from mlxllm.train import Trainer
 from tests.conftest import ROOT
 
 TINY_MODEL = dict(context=16, n_layer=1, n_head=2, n_embd=32)
@@ -59,7 +60,7 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
 
 def history(run_dir: Path) -> dict[str, list[float]]:
     """The history stored in a run's latest checkpoint."""
-    state = train.latest_checkpoint(run_dir) / "state.json"
+    state = latest_checkpoint(run_dir) / "state.json"
     return json.loads(state.read_text())["history"]
 
 
@@ -77,7 +78,7 @@ def corpus() -> tuple[CharTokenizer, np.ndarray, np.ndarray]:
 
 
 def tiny_trainer(corpus: tuple, run_dir: Path | None = None, steps: int = 12,
-                 n_layer: int = 1, learning_rate: float = 1e-3) -> train.Trainer:
+                 n_layer: int = 1, learning_rate: float = 1e-3) -> Trainer:
     """A freshly initialised tiny model and its trainer, with the CLI's classes."""
     tokenizer, train_ids, val_ids = corpus
     mx.random.seed(0)
@@ -100,9 +101,9 @@ def test_a_stopped_and_resumed_run_matches_an_uninterrupted_one(corpus: tuple,
                                                                 tmp_path: Path) -> None:
     straight = tiny_trainer(corpus).run()
     tiny_trainer(corpus, run_dir=tmp_path).run(until=5)
-    assert train.latest_checkpoint(tmp_path).name == "step-0000005"
+    assert latest_checkpoint(tmp_path).name == "step-0000005"
     resumed = tiny_trainer(corpus, run_dir=tmp_path)
-    train.resume(resumed)
+    resume(resumed)
     finished = resumed.run()
     assert finished["step"] == straight["step"] == list(range(1, 13))
     for name in ("loss", "grad_norm", "learning_rate", "val_loss"):
@@ -124,7 +125,7 @@ def test_a_cli_run_stopped_by_ctrl_c_resumes_to_the_same_losses(tmp_path: Path) 
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
-    saved = train.latest_checkpoint(tmp_path / "stopped")
+    saved = latest_checkpoint(tmp_path / "stopped")
     stopped_at = json.loads((saved / "state.json").read_text())["step"]
     assert 10 <= stopped_at < 100 and saved.name == f"step-{stopped_at:07d}"
     assert f"checkpoint saved in {Path('stopped') / saved.name}" in stderr
@@ -147,32 +148,32 @@ def test_a_cli_run_stopped_by_ctrl_c_resumes_to_the_same_losses(tmp_path: Path) 
 def test_a_damaged_checkpoint_is_refused_naming_the_file(
         corpus: tuple, tmp_path: Path, file: str, damage: Callable[[bytes], bytes]) -> None:
     tiny_trainer(corpus, run_dir=tmp_path).run(until=3)
-    path = train.latest_checkpoint(tmp_path) / file
+    path = latest_checkpoint(tmp_path) / file
     path.write_bytes(damage(path.read_bytes()))
-    with pytest.raises(train.CheckpointError, match=re.escape(str(path))):
-        train.resume(tiny_trainer(corpus, run_dir=tmp_path))
+    with pytest.raises(CheckpointError, match=re.escape(str(path))):
+        resume(tiny_trainer(corpus, run_dir=tmp_path))
 
 
 def test_a_checkpoint_of_another_run_is_refused_naming_the_field(corpus: tuple,
                                                                tmp_path: Path) -> None:
     tiny_trainer(corpus, run_dir=tmp_path).run(until=3)
-    with pytest.raises(train.CheckpointError, match="model differs, n_layer: 1 there, 2 here"):
-        train.resume(tiny_trainer(corpus, run_dir=tmp_path, n_layer=2))
-    with pytest.raises(train.CheckpointError, match="train differs, .*steps: 12 there, 16 here"):
-        train.resume(tiny_trainer(corpus, run_dir=tmp_path, steps=16))
+    with pytest.raises(CheckpointError, match="model differs, n_layer: 1 there, 2 here"):
+        resume(tiny_trainer(corpus, run_dir=tmp_path, n_layer=2))
+    with pytest.raises(CheckpointError, match="train differs, .*steps: 12 there, 16 here"):
+        resume(tiny_trainer(corpus, run_dir=tmp_path, steps=16))
     other = tiny_trainer(corpus, run_dir=tmp_path)
     other.fingerprint = CharTokenizer.train("abc").fingerprint()
-    with pytest.raises(train.CheckpointError, match="tokenizer_sha256 differs"):
-        train.resume(other)
+    with pytest.raises(CheckpointError, match="tokenizer_sha256 differs"):
+        resume(other)
 
 
 def test_a_crash_while_saving_never_replaces_the_last_good_checkpoint(
         corpus: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tiny_trainer(corpus, run_dir=tmp_path).run(until=3)
-    good = train.latest_checkpoint(tmp_path)
+    good = latest_checkpoint(tmp_path)
     before = {path.name: path.read_bytes() for path in good.iterdir()}
     trainer = tiny_trainer(corpus, run_dir=tmp_path)
-    train.resume(trainer)
+    resume(trainer)
     save = mx.save_safetensors
 
     def disk_full(path: str, arrays: dict) -> None:
@@ -185,14 +186,14 @@ def test_a_crash_while_saving_never_replaces_the_last_good_checkpoint(
         trainer.run()
     partial = tmp_path / f".step-0000006.partial-{os.getpid()}"
     assert partial.is_dir() and not (partial / "state.json").exists()
-    assert train.latest_checkpoint(tmp_path) == good
+    assert latest_checkpoint(tmp_path) == good
     assert {path.name: path.read_bytes() for path in good.iterdir()} == before
     monkeypatch.undo()
     (tmp_path / ".step-0000099.partial-1").mkdir()  # another process's leftover
     resumed = tiny_trainer(corpus, run_dir=tmp_path)
-    train.resume(resumed)
+    resume(resumed)
     resumed.run()
-    assert train.latest_checkpoint(tmp_path).name == "step-0000012"
+    assert latest_checkpoint(tmp_path).name == "step-0000012"
     assert not partial.exists()  # this process's leftover became step-0000006
     assert sorted(path.name for path in tmp_path.glob("step-*")) == [
         f"step-{step:07d}" for step in (3, 6, 9, 12)]
