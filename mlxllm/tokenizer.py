@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 
-# book/03_tokenizer.py:151
+# book/03_tokenizer.py:147
 def merge_pair(
     ids: list[int], pair: tuple[int, int], new_id: int
 ) -> list[int]:
@@ -58,7 +58,7 @@ def merge_pair(
     return merged
 
 
-# book/03_tokenizer.py:185
+# book/03_tokenizer.py:181
 def most_frequent(counts: Counter) -> tuple[int, int]:
     """The pair with the highest count; among equal counts, the smallest."""
     return min(counts, key=lambda pair: (-counts[pair], pair))
@@ -82,7 +82,7 @@ def train_bpe_plain(
     return merges
 
 
-# book/03_tokenizer.py:261
+# book/03_tokenizer.py:252
 GPT2_SPLIT_PATTERN = (
     r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+"""
     r"""|\s+(?!\S)|\s+"""
@@ -94,7 +94,7 @@ def pretokenize(text: str, pattern: str = GPT2_SPLIT_PATTERN) -> list[str]:
     return regex.findall(pattern, text)
 
 
-# book/03_tokenizer.py:308
+# book/03_tokenizer.py:299
 def merged_pieces(merges: list[tuple[int, int]]) -> list[bytes]:
     """The bytes of every id: the 256 bytes, then each merge's two joined."""
     pieces = [bytes([byte]) for byte in range(256)]
@@ -106,7 +106,7 @@ def merged_pieces(merges: list[tuple[int, int]]) -> list[bytes]:
     return pieces
 
 
-# book/03_tokenizer.py:373
+# book/03_tokenizer.py:364
 def index_pairs(
     words: list[list[int]], weights: list[int]
 ) -> tuple[Counter, defaultdict]:
@@ -129,7 +129,7 @@ def pop_best(heap: list, counts: Counter) -> tuple[int, int] | None:
     return None
 
 
-# book/03_tokenizer.py:400
+# book/03_tokenizer.py:391
 def train_bpe_fast(
     chunks: Iterable[bytes], num_merges: int
 ) -> list[tuple[int, int]]:
@@ -168,7 +168,7 @@ def train_bpe_fast(
     return merges
 
 
-# book/03_tokenizer.py:524
+# book/03_tokenizer.py:513
 def encode_chunk(
     chunk: bytes, merge_ids: dict[tuple[int, int], int]
 ) -> list[int]:
@@ -183,7 +183,7 @@ def encode_chunk(
     return ids
 
 
-# book/03_tokenizer.py:607
+# book/03_tokenizer.py:590
 class SpecialTokenError(ValueError):
     """Text held a special token that encode was not allowed to emit."""
 
@@ -220,7 +220,7 @@ def split_on_specials(text: str, specials: Collection[str]) -> list[str]:
     return regex.split(separator, text)
 
 
-# book/03_tokenizer.py:673
+# book/03_tokenizer.py:655
 FILE_VERSION = 1
 
 
@@ -254,7 +254,7 @@ def read_sections(path: str | Path, magic: str) -> dict[str, list[str]]:
     return sections
 
 
-# book/03_tokenizer.py:720
+# book/03_tokenizer.py:701
 TokenizerT = TypeVar("TokenizerT", bound="SavedTokenizer")
 
 
@@ -298,7 +298,7 @@ class SavedTokenizer(ABC):
                        sections: dict[str, list[str]]) -> TokenizerT: ...
 
 
-# book/03_tokenizer.py:781
+# book/03_tokenizer.py:762
 class Tokenizer(SavedTokenizer):
     """What both tokenizers share: ids to bytes, special tokens, decoding."""
 
@@ -346,7 +346,7 @@ class Tokenizer(SavedTokenizer):
     def _encode_ordinary(self, text: str) -> list[int]: ...
 
 
-# book/03_tokenizer.py:840
+# book/03_tokenizer.py:821
 class BPETokenizer(Tokenizer):
     """Byte-level BPE: UTF-8 bytes, merged in learned order inside chunks."""
 
@@ -394,7 +394,7 @@ class BPETokenizer(Tokenizer):
                    sections["specials"])
 
 
-# book/03_tokenizer.py:908
+# book/03_tokenizer.py:888
 class CharTokenizer(Tokenizer):
     """One token per character: chapter 1's tokenizer, as a library class."""
 

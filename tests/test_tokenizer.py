@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -94,21 +96,54 @@ def test_save_load_gives_identical_encodings(bpe: BPETokenizer, tmp_path: Path) 
     assert loaded.encode(text, allowed_special="all") == bpe.encode(text, allowed_special="all")
 
 
-@pytest.mark.parametrize("damage", ["truncate", "foreign", "garbage_merge", "empty"])
-def test_corrupt_or_foreign_files_are_refused(bpe: BPETokenizer, tmp_path: Path,
-                                              damage: str) -> None:
+def test_char_tokenizer_saves_and_loads(tmp_path: Path) -> None:
+    tokenizer = CharTokenizer.train(SAMPLE, special_tokens=[ENDOFTEXT])
+    tokenizer.save(tmp_path / "sample.char")
+    loaded = CharTokenizer.load(tmp_path / "sample.char")
+    assert loaded.fingerprint() == tokenizer.fingerprint() and loaded.chars == tokenizer.chars
+    assert loaded.encode(SAMPLE + ENDOFTEXT, allowed_special="all") == tokenizer.encode(
+        SAMPLE + ENDOFTEXT, allowed_special="all")
+
+
+def first_merge_becomes(line: str) -> Callable[[str], str]:
+    """A damage: the first merge line of a saved BPE file replaced by `line`."""
+    def damage(text: str) -> str:
+        lines = text.split("\n")
+        at = next(i for i, old in enumerate(lines) if old.startswith("merges: ")) + 1
+        return "\n".join(lines[:at] + [line] + lines[at + 1:])
+    return damage
+
+
+DAMAGES: dict[str, tuple[Callable[[str], str | bytes], str]] = {
+    "half the file": (lambda text: text[: len(text) // 2], "truncated"),
+    "cut inside the last merge": (lambda text: text[: text.rindex("\nend") - 1], "truncated"),
+    "cut inside the end line": (lambda text: text[:-3], "line .* is 'e', not a section header"),
+    "more after the end": (lambda text: text + "more\n", "more after its end"),
+    "newer version": (lambda text: text.replace("mlxllm-bpe 1", "mlxllm-bpe 2", 1),
+                      "another version"),
+    "a character tokenizer": (lambda _: CharTokenizer.train("abc").file_text(),
+                              "not 'mlxllm-bpe 1'"),
+    "json": (lambda _: '{"model": {"type": "BPE"}}', "another kind of file"),
+    "empty": (lambda _: "", "line 1 is ''"),
+    "not utf-8": (lambda _: b"PK\x03\x04\xff\xfe", "not UTF-8"),
+    "header without a count": (lambda text: re.sub(r"merges: \d+", "merges: many", text),
+                               "not a section header"),
+    "section missing": (lambda text: text.replace("specials: ", "extras: "),
+                        "no section 'specials'"),
+    "merge not two ids": (first_merge_becomes("12 x"), "invalid literal for int"),
+    "merge of an id not made yet": (first_merge_becomes("999 1"), "does not exist yet"),
+    "pattern not a regex": (lambda text: text.replace(GPT2_SPLIT_PATTERN, "("), r"missing \)"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_or_foreign_files_are_refused_with_the_reason(
+        bpe: BPETokenizer, tmp_path: Path, damage: str) -> None:
     path = tmp_path / "damaged.bpe"
-    bpe.save(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if damage == "truncate":
-        path.write_text("\n".join(lines[: len(lines) // 2]) + "\n", encoding="utf-8")
-    elif damage == "foreign":
-        path.write_text('{"model": {"type": "BPE"}}', encoding="utf-8")
-    elif damage == "garbage_merge":
-        path.write_text("\n".join(lines[:-1] + ["12 not-a-number"]) + "\n", encoding="utf-8")
-    else:
-        path.write_text("", encoding="utf-8")
-    with pytest.raises(TokenizerFileError, match="damaged.bpe"):
+    make, reason = DAMAGES[damage]
+    content = make(bpe.file_text())
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    with pytest.raises(TokenizerFileError, match=f"damaged.bpe: .*{reason}"):
         BPETokenizer.load(path)
 
 
