@@ -18,6 +18,7 @@ from mlxllm.press.export import (
     GENERATED_MARK,
     PROVENANCE,
     _check_compiles,
+    cache_text,
     export,
     module_sources,
     stale_modules,
@@ -259,6 +260,26 @@ def test_a_syntax_error_writes_nothing_and_names_file_and_line(tmp_path: Path) -
         assert error.value.path == book / "02_beta.py" and error.value.line == 7
         assert "return x * * x" in str(error.value)
     assert snapshot(package) == before, "nothing written, not even the module that compiles"
+
+
+def test_cache_text_ignores_moved_provenance_and_docstring_but_not_code(tmp_path: Path) -> None:
+    chapter = IMPORTS_BOOK["02_beta.py"]
+    variants = {
+        "as written": chapter,
+        "prose edited": chapter.replace("# The second chapter.",
+                                        "# The second chapter, reworded.\n        #\n"
+                                        "        # With a paragraph more."),
+        "code edited": chapter.replace("np.zeros)", "np.ones)"),
+    }
+    texts = {}
+    for name, text in variants.items():
+        book = write_book(tmp_path / name.replace(" ", "_") / "book", {"02_beta.py": text})
+        texts[name] = module_sources(read_book(book))["gen"]
+    assert texts["prose edited"] != texts["as written"], "the docstring and provenance moved"
+    assert cache_text(texts["prose edited"]) == cache_text(texts["as written"])
+    assert cache_text(texts["code edited"]) != cache_text(texts["as written"])
+    hand_written = '"""Written by hand."""\n# a comment\n'
+    assert cache_text(hand_written) == hand_written
 
 
 def test_an_assembled_module_that_does_not_compile_names_its_cell() -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from mlxllm.press.export import cache_text
 from mlxllm.press.read import Chapter, inline_matches
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -114,7 +115,7 @@ def cache_key(chapter: Chapter, profile: str, upstream: dict[str, str]) -> str:
             add("inline", f"{code_cells_before}:{match['expr'].strip()}")
     code = "\n".join(c.source for c in chapter.code_cells)
     for path in module_closure(code):
-        add(f"module {path.name}", path.read_text(encoding="utf-8"))
+        add(f"module {path.name}", cache_text(path.read_text(encoding="utf-8")))
     for stem in sorted(upstream):
         add(f"upstream {stem}", upstream[stem])
     return digest.hexdigest()[:20]

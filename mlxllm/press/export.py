@@ -361,6 +361,18 @@ def _check_compiles(module: str, text: str) -> None:
         ) from None
 
 
+def cache_text(text: str) -> str:
+    """What of a module can change a chapter's run: for a generated module, its code without
+    comments and module docstring, so a prose edit that only moves provenance lines, or
+    rewords a chapter's opening, re-runs nothing; any other module as it is."""
+    if not text.startswith(GENERATED_MARK):
+        return text
+    tree = ast.parse(text)
+    if ast.get_docstring(tree, clean=False) is not None:
+        tree.body = tree.body[1:]
+    return ast.unparse(tree)
+
+
 def _is_generated(path: Path) -> bool:
     return path.read_text(encoding="utf-8").startswith(GENERATED_MARK)
 
