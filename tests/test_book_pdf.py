@@ -28,6 +28,7 @@ def pdf(tmp_path_factory: pytest.TempPathFactory) -> tuple[PdfReader, Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLXLLM_ARTIFACTS", str(build / "artifacts"))
         report = build_pdf(BOOK, build, "smoke", jobs=2)
+    assert "frame" in report.laid_out and len(report.laid_out) == report.units + 1
     return PdfReader(report.pdf), build
 
 
@@ -73,3 +74,63 @@ def test_toc_page_numbers_match_where_chapters_start(pdf: tuple[PdfReader, Path]
             f"numbered {footer_number(reader, physical)}")
         if chapter.part == "front":
             assert roman_value(printed) == physical + 1
+
+
+def chapters_in_outline(reader: PdfReader) -> list[tuple[object, list]]:
+    """Each top-level outline item after Contents, with the items nested under it."""
+    items = list(reader.outline)
+    return [(item, following if isinstance(following, list) else [])
+            for item, following in zip(items, [*items[1:], None])
+            if not isinstance(item, list)][1:]
+
+
+def test_outline_nests_each_chapters_sections_in_its_pages(
+        pdf: tuple[PdfReader, Path]) -> None:
+    reader, _ = pdf
+    chapters = chapters_in_outline(reader)
+    starts = [reader.get_destination_page_number(item) for item, _ in chapters]
+    for (item, children), start, end in zip(chapters, starts, [*starts[1:], len(reader.pages)]):
+        sections = [child for child in children if not isinstance(child, list)]
+        assert sections, f"{item.title!r} has no sections in the outline"
+        for section in sections:
+            assert start <= reader.get_destination_page_number(section) < end, section.title
+
+
+def test_every_link_lands_on_its_target(pdf: tuple[PdfReader, Path]) -> None:
+    reader, build = pdf
+    page_html = (build / "html" / "index.html").read_text(encoding="utf-8")
+    names = reader.named_destinations
+    links = [(number, str(annotation.get_object()["/Dest"]))
+             for number, page in enumerate(reader.pages)
+             for annotation in page.get("/Annots") or []
+             if "/Dest" in annotation.get_object()]
+    assert {name for _, name in links} == set(re.findall(r'href="#([^"]+)"', page_html)), \
+        "every internal link of the HTML is a link in the PDF"
+    assert all(name in names for _, name in links)
+    starts = sorted(reader.get_destination_page_number(item)
+                    for item, _ in chapters_in_outline(reader))
+
+    def chapter_of(page: int) -> int:
+        return sum(start <= page for start in starts)
+
+    references = dict(re.findall(r'<a class="xref" href="#([^"]+)">([^<]+)</a>', page_html))
+    across = 0
+    for number, name in links:
+        if name not in references:
+            continue
+        target = reader.get_destination_page_number(names[name])
+        kind, label = references[name].split(" ", 1)
+        shown = f"({label})" if kind == "Equation" else f"{kind} {label}"
+        assert shown in " ".join(reader.pages[target].extract_text().split()), \
+            f"the link to {name!r} on page {number + 1} lands on page {target + 1}"
+        across += chapter_of(number) != chapter_of(target)
+    assert across, "no cross reference links one chapter to another"
+
+
+def test_rebuild_with_no_change_lays_out_nothing(pdf: tuple[PdfReader, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    reader, build = pdf
+    monkeypatch.setenv("MLXLLM_ARTIFACTS", str(build / "artifacts"))
+    report = build_pdf(BOOK, build, "smoke", jobs=2)
+    assert (report.executed, report.laid_out) == (0, ())
+    assert report.pages == len(reader.pages)

@@ -4,6 +4,7 @@
     python -m mlxllm.press export-check    # fail when mlxllm/ is out of date
     python -m mlxllm.press run [CHAPTER…]  # execute chapters (cached)
     python -m mlxllm.press pdf             # execute, render build/html, build/book.pdf
+    python -m mlxllm.press preview 07      # chapter 07 alone -> build/preview-07.pdf
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlxllm.book import PROFILES
-from mlxllm.press.execute import ChapterRunError, execute
+from mlxllm.press.execute import ChapterRunError, dependencies, execute
 from mlxllm.press.export import export, stale_modules
 from mlxllm.press.read import Chapter, ChapterFormatError, read_book, read_chapter
 
@@ -39,11 +40,19 @@ class BuildReport:
     execute_seconds: float
     html_seconds: float
     pdf_seconds: float
+    laid_out: tuple[str, ...]  # the documents laid out again (a chapter's id, "frame")
+    units: int  # chapters laid out on their own (the frame is one more document)
 
     def __str__(self) -> str:
         return (f"{self.pdf}: {self.pages} pages; {self.executed} chapters run "
                 f"({self.execute_seconds:.1f} s), html {self.html_seconds:.1f} s, pdf "
-                f"{self.pdf_seconds:.1f} s ({self.pdf_seconds / self.pages:.3f} s/page)")
+                f"{self.pdf_seconds:.1f} s ({len(self.laid_out)} of {self.units + 1} "
+                f"documents laid out: {', '.join(self.laid_out) or 'none'})")
+
+
+def layout_cache(build: Path, profile: str) -> Path:
+    """Where the chapters' laid-out pages are kept between builds."""
+    return build / "cache" / profile / "layout"
 
 
 def build_pdf(book: Path, build: Path, profile: str, jobs: int,
@@ -59,16 +68,66 @@ def build_pdf(book: Path, build: Path, profile: str, jobs: int,
     html_path = render_book(executed, build / "html", profile)
     rendered = time.perf_counter()
     pdf = build / "book.pdf"
-    pages = write_pdf(html_path, pdf)
+    layout = write_pdf(html_path, pdf, layout_cache(build, profile) if use_cache else None)
     done = time.perf_counter()
-    return BuildReport(pdf, pages, sum(not e.from_cache for e in executed),
-                       ran - started, rendered - ran, done - rendered)
+    return BuildReport(pdf, layout.pages, sum(not e.from_cache for e in executed),
+                       ran - started, rendered - ran, done - rendered, layout.laid_out,
+                       layout.units)
+
+
+def chosen(chapters: list[Chapter], name: str) -> list[Chapter]:
+    """The chapter `name` (its number, stem or file name) with its parts, in order."""
+    def opener(chapter: Chapter) -> str:
+        return chapter.continues or chapter.stem
+
+    wanted = {opener(c) for c in chapters
+              if name in (c.stem[:2], c.stem, c.path.name, str(c.path))}
+    if not wanted:
+        raise SystemExit(f"error: no chapter {name!r} in the book")
+    return [c for c in chapters if opener(c) in wanted]
+
+
+def with_upstream(chapters: list[Chapter], wanted: list[Chapter]) -> list[Chapter]:
+    """`wanted` and every chapter whose artifacts they read, directly or not."""
+    stems = {c.stem for c in chapters}
+    by_stem = {c.stem: c for c in chapters}
+    needed, todo = set(), [c.stem for c in wanted]
+    while todo:
+        stem = todo.pop()
+        if stem not in needed:
+            needed.add(stem)
+            todo += dependencies(by_stem[stem], stems)
+    return [c for c in chapters if c.stem in needed]
+
+
+def preview_pdf(book: Path, build: Path, profile: str, name: str, jobs: int) -> BuildReport:
+    """One chapter's pages, with its numbers in the book (pages count from 1)."""
+    from mlxllm.press.pdf import write_pdf
+    from mlxllm.press.render import render_book
+
+    started = time.perf_counter()
+    chapters = read_book(book)
+    wanted = chosen(chapters, name)
+    executed = execute(with_upstream(chapters, wanted), profile, build / "cache", ROOT,
+                       jobs=jobs)
+    ran = time.perf_counter()
+    shown = [e for e in executed if e.chapter in wanted]
+    html_path = render_book(shown, build / "preview" / "html", profile, book=chapters)
+    rendered = time.perf_counter()
+    pdf = build / f"preview-{name}.pdf"
+    layout = write_pdf(html_path, pdf, layout_cache(build, profile), prune=False)
+    done = time.perf_counter()
+    return BuildReport(pdf, layout.pages, sum(not e.from_cache for e in executed),
+                       ran - started, rendered - ran, done - rendered, layout.laid_out,
+                       layout.units)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlxllm.press")
-    parser.add_argument("command", choices=["export", "export-check", "run", "pdf"])
-    parser.add_argument("chapters", nargs="*", help="chapter files (default: all)")
+    parser.add_argument("command", choices=["export", "export-check", "run", "pdf", "preview"])
+    parser.add_argument("chapters", nargs="*",
+                        help="chapter files (default: all); for preview, one chapter's "
+                             "number (07), stem or file")
     parser.add_argument("--book", type=Path, default=ROOT / "book")
     parser.add_argument("--build", type=Path, default=ROOT / "build")
     parser.add_argument("--profile", default=None, choices=PROFILES)
@@ -93,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             execute(_chapters(args.chapters, args.book), profile, args.build / "cache",
                     ROOT, jobs=jobs, use_cache=not args.no_cache)
+        elif args.command == "preview":
+            if len(args.chapters) != 1:
+                parser.error("preview takes one chapter, e.g. `preview 07`")
+            started = time.perf_counter()
+            report = preview_pdf(args.book, args.build, profile, args.chapters[0], jobs)
+            print(f"{report}\nwrote {report.pdf} in {time.perf_counter() - started:.1f} s")
         else:
             print(build_pdf(args.book, args.build, profile, jobs, use_cache=not args.no_cache))
     except (ChapterFormatError, ChapterRunError) as error:

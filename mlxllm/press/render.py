@@ -415,10 +415,16 @@ def cover_art(out_dir: Path) -> str:
     return '<img class="cover-art" src="cover.svg" alt="">'
 
 
-def render_book(executed: list[Executed], out_dir: Path, profile: str) -> Path:
-    """Write build/html/index.html (with figures, formulas, CSS); return its path."""
+def render_book(executed: list[Executed], out_dir: Path, profile: str,
+                book: list[Chapter] | None = None) -> Path:
+    """Write build/html/index.html (with figures, formulas, CSS); return its path.
+
+    Given `book` (every chapter, for the numbers), only the executed chapters are
+    rendered, without cover, title page and contents: a preview.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    index = number_chapters([e.chapter for e in executed])
+    numbered = book or [e.chapter for e in executed]
+    index = number_chapters(numbered)
     math = MathRenderer(out_dir)
     sections, toc = [], []
     for parts in chapter_parts(executed):
@@ -438,7 +444,8 @@ def render_book(executed: list[Executed], out_dir: Path, profile: str) -> Path:
                   "profile. Every listing in this book ran while it was built; every "
                   "output, table and figure is what that run printed or drew.</div>"
                   "</section>")
-    first_main = next((i for i, entry in enumerate(toc) if entry[0].part == "main"), None)
+    first_stem = next((c.stem for c in numbered if c.part == "main"), None)
+    first_main = next((i for i, entry in enumerate(toc) if entry[0].stem == first_stem), None)
     if first_main is not None:
         sections[first_main] = sections[first_main].replace(
             'class="chapter main"', 'class="chapter main first-main"', 1)
@@ -448,7 +455,7 @@ def render_book(executed: list[Executed], out_dir: Path, profile: str) -> Path:
         f'<meta name="author" content="{AUTHORS}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<link rel="stylesheet" href="book.css"></head><body>'
-        + cover + title_page + table_of_contents(toc) + "".join(sections)
+        + ("" if book else cover + title_page + table_of_contents(toc)) + "".join(sections)
         + "</body></html>\n"
     )
     target = out_dir / "index.html"

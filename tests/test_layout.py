@@ -1,0 +1,122 @@
+"""Chapters laid out on their own, cached and joined: on the fixture book."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+
+from mlxllm.press.__main__ import BuildReport, build_pdf, preview_pdf
+from mlxllm.press.layout import is_unit, split_book
+from mlxllm.press.render import BOOK_TITLE
+from tests.conftest import FIXTURE_BOOK
+
+UNITS = ("ch-00_front", "ch-01_first", "ch-02_second", "ch-90_appendix", "ch-91_closing")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture book built once; each test works on a copy of it."""
+    folder = tmp_path_factory.mktemp("built")
+    shutil.copytree(FIXTURE_BOOK, folder / "book")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLXLLM_ARTIFACTS", str(folder / "build" / "artifacts"))
+        report = build_pdf(folder / "book", folder / "build", "smoke", jobs=2)
+    assert sorted(report.laid_out) == sorted((*UNITS, "frame")), "a cold build lays out all"
+    return folder
+
+
+@pytest.fixture
+def copy(built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MLXLLM_ARTIFACTS", str(tmp_path / "build" / "artifacts"))
+    return Path(shutil.copytree(built, tmp_path, dirs_exist_ok=True))
+
+
+def rebuild(folder: Path) -> BuildReport:
+    report = build_pdf(folder / "book", folder / "build", "smoke", jobs=2)
+    assert report.executed == 0, "a prose edit ran a chapter"
+    return report
+
+
+def edit(folder: Path, chapter: str, old: str, new: str) -> None:
+    path = folder / "book" / chapter
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_split_book_keeps_nested_sections_whole() -> None:
+    page = ('<html><head></head><body><section class="cover">x</section>\n'
+            '<section class="chapter main" id="a"><section class="continuation">y'
+            "</section></section></body></html>")
+    book = split_book(page)
+    assert len(book.sections) == 2 and book.sections[1].endswith("</section></section>")
+    assert [is_unit(s) for s in book.sections] == [False, True]
+    with pytest.raises(ValueError, match="outside a top-level <section>"):
+        split_book(page.replace("<body>", "<body><p>loose</p>"))
+
+
+def test_unchanged_rebuild_lays_out_nothing(copy: Path) -> None:
+    before = (copy / "build" / "book.pdf").read_bytes()
+    report = rebuild(copy)
+    assert report.laid_out == () and report.units == len(UNITS)
+    assert (copy / "build" / "book.pdf").read_bytes() == before
+
+
+def test_prose_edit_lays_out_only_its_chapter(copy: Path) -> None:
+    edit(copy, "02_second.py", "Reads what", "Reads, as a prose edit, what")
+    report = rebuild(copy)
+    assert report.laid_out == ("ch-02_second",)
+    assert any("as a prose edit" in page.extract_text() for page in PdfReader(report.pdf).pages)
+
+
+def test_longer_chapter_moves_later_pages_without_laying_them_out(copy: Path) -> None:
+    pages = len(PdfReader(copy / "build" / "book.pdf").pages)
+    filler = "\n#\n".join(["# A paragraph added to push the chapters after it."] * 60)
+    edit(copy, "01_first.py", "# ## Outputs\n", f"{filler}\n#\n# ## Outputs\n")
+    report = rebuild(copy)
+    assert report.laid_out == ("ch-01_first", "frame")
+    assert report.pages > pages
+    check_contents_and_links(PdfReader(report.pdf))
+
+
+def check_contents_and_links(reader: PdfReader) -> None:
+    """Every link has a destination, and a cross reference lands on its figure's page."""
+    names = reader.named_destinations
+    links = [(number, str(annotation.get_object()["/Dest"]))
+             for number, page in enumerate(reader.pages)
+             for annotation in page.get("/Annots") or []
+             if "/Dest" in annotation.get_object()]
+    assert links and all(name in names for _, name in links)
+    figure_page = reader.get_destination_page_number(names["fig-line"])
+    assert "Figure 1.1" in reader.pages[figure_page].extract_text()
+    chapter_one = reader.get_destination_page_number(names["ch-01_first"])
+    appendix = reader.get_destination_page_number(names["ch-90_appendix"])
+    assert any(number >= appendix and name == "fig-line" for number, name in links), \
+        "the appendix's reference to a figure of chapter 1 is a link"
+    assert chapter_one <= figure_page < appendix
+
+
+def test_joined_book_keeps_links_outline_and_title(built: Path) -> None:
+    reader = PdfReader(built / "build" / "book.pdf")
+    check_contents_and_links(reader)
+    assert reader.metadata.title.startswith(BOOK_TITLE)
+    titles = [item.title for item in reader.outline if not isinstance(item, list)]
+    assert titles == ["Contents", "A Front Matter", "1. First Chapter", "2. Second Chapter",
+                      "A. An Appendix", "B. Closing Appendix"]
+    sections = {item.title: [child.title for child in children if not isinstance(child, list)]
+                for item, children in zip(reader.outline, [*reader.outline[1:], None])
+                if not isinstance(item, list) and isinstance(children, list)}
+    assert sections["A. An Appendix"] == ["A.1 Answers to chapter 1", "A.2 Answers to chapter 2"]
+
+
+def test_preview_reuses_the_books_layout(copy: Path) -> None:
+    report = preview_pdf(copy / "book", copy / "build", "smoke", "01", jobs=2)
+    assert report.laid_out == ("frame",), "chapter 1 was laid out by the book build"
+    reader = PdfReader(report.pdf)
+    text = reader.pages[0].extract_text()
+    assert "CHAPTER 1\nFirst Chapter" in text
+    assert [item.title for item in reader.outline if not isinstance(item, list)] == \
+        ["1. First Chapter"]
