@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: pdf test export export-check lint clean bench doctor train
+.PHONY: pdf preview test export export-check lint clean bench doctor train
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) mlxllm/press/system.py
@@ -16,6 +16,12 @@ $(STAMP): pyproject.toml
 
 pdf: $(STAMP) export
 	MLXLLM_PROFILE=book $(PY) -m mlxllm.press pdf
+
+# One chapter's pages: `make preview CH=07` writes build/preview-07.pdf, running the chapter
+# (and those whose files it reads) only when its cached run is out of date.
+preview: $(STAMP) export
+	@test -n "$(CH)" || { echo "usage: make preview CH=07" >&2; exit 2; }
+	MLXLLM_PROFILE=$${MLXLLM_PROFILE:-book} $(PY) -m mlxllm.press preview $(CH)
 
 test: $(STAMP)
 	MLXLLM_PROFILE=smoke $(PY) -m pytest -q
