@@ -24,7 +24,7 @@ from mlxllm.model import (
     GPTConfig,
     causal_mask,
     count_parameters,
-    lm_loss,
+    language_model_loss,
 )
 from mlxllm.tokenizer import CharTokenizer
 
@@ -38,7 +38,7 @@ train_ids = np.array(
 def train(model: GPT, steps: int, learning_rate: object) -> list[float]:
     """AdamW on fixed-seed batches of 16; the loss of every step."""
     optimizer = optim.AdamW(learning_rate=learning_rate)
-    loss_and_grad = nn.value_and_grad(model, lm_loss)
+    loss_and_grad = nn.value_and_grad(model, language_model_loss)
     batches = BatchSampler(train_ids, 16, model.config.context, seed=2)
     losses = []
     for _ in range(steps):

@@ -3,8 +3,8 @@
 #
 # The solutions train with the chapter's own `Trainer`, imported from
 # `mlxllm.train`, and read the two runs the chapter left in its build
-# directory: the character and the BPE baby models, with their histories
-# and checkpoints. To keep the appendix within minutes, every new run
+# directory with `mlxllm.checkpoint`: the character and the BPE baby
+# models, with their histories and checkpoints. To keep the appendix within minutes, every new run
 # is measured on the first {{ len(val_ids) - 1:, }} validation ids
 # rather than all of them, and the book profile shortens the runs of
 # exercises 7.1 and 7.3 (the `full` profile runs the lengths the
@@ -22,17 +22,11 @@ from mlx.utils import tree_map
 
 from mlxllm.book import Table, artifact_path, pick
 from mlxllm.data import encode_splits, load_corpus, split_train_val
+from mlxllm.checkpoint import latest_checkpoint, read_checkpoint, resume
+from mlxllm.generate import generate
 from mlxllm.model import GPT, GPTConfig
-from mlxllm.train import (
-    StepFn,
-    Trainer,
-    TrainConfig,
-    latest_checkpoint,
-    load_tokenizer,
-    read_checkpoint,
-    resume,
-)
-from mlxllm.train import sample
+from mlxllm.tokenizer import load_tokenizer
+from mlxllm.train import StepFn, Trainer, TrainConfig
 
 text = load_corpus()
 train_text, val_text = split_train_val(text)
@@ -339,8 +333,8 @@ def real_share(words: list[str]) -> float:
 prompt = tokenizer.encode("ROMEO:\n")
 temperature_rows, samples = [], {}
 for temperature in (0.0, 0.5, 1.0, 1.5):
-    ids = sample(final_model, prompt, sample_length,
-                 temperature=temperature, seed=3)
+    ids = generate(final_model, prompt, sample_length,
+                   temperature=temperature, seed=3)
     samples[temperature] = tokenizer.decode(ids[len(prompt):])
     words = samples[temperature].split()
     temperature_rows.append(

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Chapter 8
 #
-# The solutions use what chapter 8 exported to `mlxllm.train`: the memory
+# The solutions use what chapter 8 exported to `mlxllm.laptop`: the memory
 # estimate, the accumulating step, `CheckpointedBlock` and the trainer's
 # pieces. Models are built from a fixed seed on random token windows,
 # since none of the answers depends on the text.
@@ -17,16 +17,19 @@ from mlx.utils import tree_flatten, tree_map
 
 from mlxllm.book import Table, pick
 from mlxllm.hardware import median_seconds
-from mlxllm.model import GPT, Block, GPTConfig, causal_mask
-from mlxllm.train import (
+from mlxllm.laptop import (
     CheckpointedBlock,
-    StepFn,
-    TrainConfig,
-    language_model_loss,
     make_accumulating_step,
-    make_optimizer,
     memory_estimate,
 )
+from mlxllm.model import (
+    GPT,
+    Block,
+    GPTConfig,
+    causal_mask,
+    language_model_loss,
+)
+from mlxllm.train import StepFn, TrainConfig, make_optimizer
 
 vocab = 65
 budget = 0.75 * 16 * 2 ** 30
