@@ -2,7 +2,8 @@
 # # The training loop
 #
 # Chapter 6 ended with a GPT that has {{ baby_parameters:, }} parameters
-# and writes noise. This chapter teaches it Shakespeare. You write the
+# and writes noise. This chapter teaches chapter 6's GPT to write
+# Shakespeare. You write the
 # loss, the optimizer and its schedule, gradient clipping and the step;
 # you compile the step and measure what that buys; you measure the model
 # on text it never trained on, in nats per character; and you make the

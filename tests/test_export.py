@@ -65,6 +65,12 @@ def test_modules_start_with_the_mark_and_a_docstring_from_their_chapters(
     assert "Attention from scratch" in importlib.import_module("mlxllm.model").__doc__
 
 
+def test_a_module_of_one_section_is_summed_up_by_it() -> None:
+    summary = importlib.import_module("mlxllm.checkpoint").__doc__.split("\n")[0]
+    assert summary == "Checkpoints (from The training loop)."
+    assert importlib.import_module("mlxllm.train").__doc__.startswith("The training loop.")
+
+
 def test_provenance_lines_point_at_export_cells(sources: dict[str, str]) -> None:
     chapters = {f"book/{c.path.name}": c for c in read_book(BOOK)}
     for module, text in sources.items():

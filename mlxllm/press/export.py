@@ -26,6 +26,7 @@ FIRST_PARTY = ("mlxllm",)
 LINE_LENGTH = 100  # pyproject.toml's ruff line-length
 DOC_WIDTH = 88  # docstrings and `__all__`
 OPENING_SENTENCES = 2
+SUMMARY_SECTIONS = 2  # a module from this many sections or fewer is summed up by them
 PROVENANCE = re.compile(r"^# (?P<file>book/\d\d_[a-z0-9_]+\.py):(?P<line>\d+)$")
 
 
@@ -290,10 +291,14 @@ def _listed(items: list[str]) -> str:
 
 
 def _docstring(pieces: list[Piece]) -> str:
-    """The module docstring: the chapters' titles, then for each the sections the module
-    comes from and the chapter's opening sentences."""
+    """The module docstring: the chapters' titles (a small module's sections), then for
+    each chapter the sections the module comes from and the chapter's opening sentences."""
     chapters = list({piece.chapter.path: piece.chapter for piece in pieces}.values())
-    summary = "; ".join(_plain(c.title) for c in chapters) + "."
+    all_sections = list(dict.fromkeys(_plain(p.section) for p in pieces if p.section))
+    if len(chapters) == 1 and len(all_sections) <= SUMMARY_SECTIONS:  # a small module
+        summary = f"{'; '.join(all_sections)} (from {_plain(chapters[0].title)})."
+    else:
+        summary = "; ".join(_plain(c.title) for c in chapters) + "."
     paragraphs = [textwrap.fill(summary, DOC_WIDTH - 3)]
     for chapter in chapters:
         sections = list(dict.fromkeys(_plain(p.section) for p in pieces
