@@ -99,10 +99,13 @@ Table(
 
 # %% [markdown]
 # The two 16-bit float types both halve memory, but they spend their 16 bits
-# differently. float16 keeps 10 bits of fraction and 5 of exponent: it is
-# precise but overflows at 65,504. bfloat16 keeps float32's 8 exponent bits and
-# only 7 fraction bits (Kalamkar et al., 2019): it covers the same range as
-# float32 but rounds much more coarsely. Training is full of large intermediate
+# differently. float16 keeps 10 bits of fraction and 5 of exponent: it is the
+# more precise of the two but overflows at 65,504. bfloat16 keeps float32's 8
+# exponent bits and only 7 fraction bits (Kalamkar et al., 2019), 8 bits of
+# precision counting the leading 1 that a float does not store: it covers the
+# same range as float32 but rounds much more coarsely. The step after 1 in
+# @tbl-dtypes is $2^{-10}$ and $2^{-7}$, one unit of the last fraction bit, as
+# the first two lines below assert. Training is full of large intermediate
 # values (logits, sums of squares), so range matters more than the third
 # significant digit; that is why bfloat16 is the usual half-precision type for
 # training. The integer types hold token ids: a vocabulary smaller than 65,536
@@ -111,6 +114,9 @@ Table(
 # Check both sides of the bfloat16 trade on real numbers:
 
 # %%
+assert mx.finfo(mx.float16).eps == 2**-10  # 10 fraction bits
+assert mx.finfo(mx.bfloat16).eps == 2**-7  # 7 fraction bits
+
 big = mx.array(70_000.0)
 print(big.astype(mx.float16), big.astype(mx.bfloat16))
 
@@ -119,6 +125,11 @@ print(mx.array(one_and_a_bit, dtype=mx.float16).item(),
       mx.array(one_and_a_bit, dtype=mx.bfloat16).item())
 
 half_precision = mx.array([0.1, 0.2], dtype=mx.bfloat16)
+try:
+    np.array(half_precision)
+    raise AssertionError("NumPy accepted a bfloat16 array")
+except ValueError as error:
+    print("ValueError:", error)
 print(np.array(half_precision.astype(mx.float32)))
 
 # %%
@@ -127,19 +138,14 @@ assert mx.isinf(big.astype(mx.float16)).item()
 assert mx.isfinite(big.astype(mx.bfloat16)).item()
 assert mx.array(one_and_a_bit, dtype=mx.float16).item() == one_and_a_bit
 assert mx.array(one_and_a_bit, dtype=mx.bfloat16).item() == 1.0
-try:
-    np.array(half_precision)
-    raise AssertionError("NumPy accepted a bfloat16 array")
-except ValueError:
-    pass
 
 # %% [markdown]
 # 70,000 overflows float16 to `inf` but survives in bfloat16, rounded to
 # {{ big.astype(mx.bfloat16).item():,.0f }}, the nearest number it can hold;
 # $1 + 1/256$ survives in float16 and rounds to exactly 1 in bfloat16. One
 # practical snag: NumPy has no bfloat16, so `np.array` refuses a bfloat16 array
-# with a `ValueError` (checked); the last line shows the fix, a cast to float32
-# first.
+# with the `ValueError` printed above (the `raise` would stop the chapter if it
+# ever accepted one); the last line shows the fix, a cast to float32 first.
 
 # %% [markdown]
 # ## Lazy evaluation and `mx.eval`
@@ -475,7 +481,8 @@ assert [k for k, _ in tree_flatten(grads)] == [
 # `optimizer.update(model, grads)` computes the new parameters and puts them
 # into the model. The training loop below fits the MLP to $\sin x$ on $[-3, 3]$;
 # each run starts from the same initial weights, which you can keep simply by
-# holding on to the arrays, because MLX never modifies an array in place.
+# holding on to the arrays: an optimizer step puts new arrays into the model
+# and leaves the old ones as they were.
 
 # %%
 initial = model.parameters()
@@ -502,10 +509,10 @@ runs = {
         optim.AdamW(learning_rate=5e-3, bias_correction=True)
     ),
 }
+assert len({losses[0] for losses in runs.values()}) == 1  # one start
 
 # %%
 #| echo: false
-assert len({round(losses[0], 6) for losses in runs.values()}) == 1
 assert all(losses[-1] < losses[0] / 10 for losses in runs.values())
 assert all(losses[-1] < runs["SGD"][-1] for losses in runs.values()
            if losses is not runs["SGD"])
@@ -515,7 +522,9 @@ assert not mx.array_equal(initial["out"]["weight"], model.out.weight)
 # `mx.eval(model.parameters(), optimizer.state)` is the evaluation point of each
 # step: without it the loop would build one graph for all {{ steps }} steps.
 # `loss.item()` would force the loss anyway, but the parameters and optimizer
-# state must be evaluated too, or they pile up as a graph.
+# state must be evaluated too, or they pile up as a graph. The assertion under
+# the runs checks that `initial` survived three runs of training: all four
+# runs started from the same loss, so from the same weights.
 
 # %%
 #| echo: false
@@ -687,17 +696,14 @@ steady_ms = 1e3 * median_seconds(lambda: gelu_compiled(x), repeats=21)
 eager_ms = 1e3 * median_seconds(lambda: gelu(x), repeats=21)
 print(f"first call {first_call_ms:.1f} ms, then {steady_ms:.3f} ms; "
       f"eager {eager_ms:.3f} ms")
-
-# %%
-#| echo: false
 assert mx.allclose(y, gelu(x), atol=1e-6)
 assert mx.allclose(y, nn.gelu_approx(x), atol=1e-6)
 
 # %% [markdown]
 # The compiled function gives the same numbers as the plain one and as MLX's own
-# `nn.gelu_approx` (checked). Its first call took {{ first_call_ms:.1f }} ms
-# against {{ steady_ms:.3f }} ms for later calls: the first call traces the
-# function and builds the fused kernel. On a Mac that is a Metal kernel; on the
+# `nn.gelu_approx`, as the two assertions check. Its first call took
+# {{ first_call_ms:.1f }} ms against {{ steady_ms:.3f }} ms for later calls:
+# the first call traces the function and builds the fused kernel. On a Mac that is a Metal kernel; on the
 # Linux CPU build, MLX writes C++ source for the kernel, runs the system C++
 # compiler on it and keeps the library in a cache under the temporary directory,
 # so the very first run on a machine pays for a compiler and later runs find the
@@ -896,15 +902,12 @@ mx.random.seed(1)
 gflops = matmul_gflops(pick(smoke=256, book=1024))
 after_benchmark = mx.random.normal((3,))
 print(f"{gflops:.1f} GFLOP/s")
-
-# %%
-#| echo: false
-assert mx.array_equal(undisturbed, after_benchmark)
-assert gflops > 0
+assert mx.array_equal(undisturbed, after_benchmark)  # global state untouched
 
 # %% [markdown]
-# The benchmark left the global random numbers untouched (checked). @fig-matmul
-# runs it over a range of sizes and three dtypes.
+# The benchmark left the global random numbers untouched: after it, the seeded
+# generator drew the same numbers as without it. @fig-matmul runs it over a
+# range of sizes and three dtypes.
 
 # %%
 float32_sizes = pick(smoke=[64, 128, 256],
@@ -955,6 +958,32 @@ machine[f"float32 matmul, n = {float32_sizes[-1]}"] = (
 Table(list(machine.items()), ["property", "value"])
 
 # %% [markdown]
+# One machine, yet this chapter has already printed several throughputs for
+# float32: {{ right_gflops:,.0f }} GFLOP/s for one product of size {{ n }} in
+# the section on lazy evaluation, {{ gflops:,.0f }} for the median of five a
+# few seconds later, and {{ best_float32:,.0f }} at the peak of @fig-matmul.
+# Three things move the number. The size, as @fig-matmul shows. The threads:
+# OpenBLAS, the BLAS of this Linux build, splits a large product across the
+# cores it finds ({{ machine["CPU cores"] }} here), so one busy core holds up
+# the whole product. And the load: the machine that built this book is shared
+# with other jobs, and a core that another process is using is not working on
+# your product. Measure the same product several times in a row:
+
+# %%
+repeat_size = pick(smoke=256, book=1024)
+repeated = [matmul_gflops(repeat_size) for _ in range(pick(smoke=3, book=9))]
+print(f"n = {repeat_size}, {len(repeated)} times: {min(repeated):,.0f} to "
+      f"{max(repeated):,.0f} GFLOP/s")
+
+# %% [markdown]
+# Within seconds the same call ranged from {{ min(repeated):,.0f }} to
+# {{ max(repeated):,.0f }} GFLOP/s, and a measurement in another chapter, made
+# minutes later while something else runs, can land further away. A
+# throughput is a measurement with conditions, not a constant of the machine,
+# so when a later chapter relies on one, it measures it there and says at which
+# size and dtype.
+
+# %% [markdown]
 # ## MLX, PyTorch and NumPy side by side
 #
 # Much LLM code you will read is written in PyTorch, and much numerical code in
@@ -973,7 +1002,7 @@ Table(list(machine.items()), ["property", "value"])
 # | permute axes | `x.transpose(2, 0, 1)` | the same | `x.permute(2, 0, 1)` |
 # | swap axes | `x.swapaxes(0, 1)` | `x.swapaxes(0, 1)` | `x.transpose(0, 1)` |
 # | indexing | `x[:, 0]`, `x[idx]` | `x[:, 0]`, `x[idx]` | `x[:, 0]`, `x[idx]` |
-# | update | `x[i] = v` writes | `x[i] = v` rebinds | `x[i] = v` writes |
+# | update | `x[i] = v` writes | `x[i] = v`, no views | `x[i] = v` writes |
 # | add at | `np.add.at(x, i, v)` | `x.at[i].add(v)` | `x.index_add_(0, i, v)` |
 # | autograd | none | `mx.grad(f)(x)` | `loss.backward()`, `x.grad` |
 # | modules | none | `nn.Module` | `torch.nn.Module` |
@@ -987,11 +1016,15 @@ Table(list(machine.items()), ["property", "value"])
 # The row that trips people up is the update. In NumPy and PyTorch, `x[i] = v`
 # writes into memory, and every view of that memory (a slice, a reshape) sees
 # the change; PyTorch's autograd then has to check that no value it saved for
-# the backward pass was overwritten. MLX arrays are immutable values. `x[i] = v`
-# builds a new array and rebinds the Python object `x` to it; a slice taken
-# earlier, or any result computed from the old `x`, keeps the old values. That
-# is what makes function transformations and lazy graphs safe, and why keeping
-# `initial` above was enough to restart training. For repeated indices,
+# the backward pass was overwritten. MLX has no views: a slice or a reshape is
+# a new array with values of its own. `x[i] = v` does change the array object
+# `x` itself, so every name bound to that object sees the new value (`b = a`
+# copies nothing), but a slice taken earlier, or any result computed from the
+# old `x`, keeps the old values: the assignment is one more operation in the
+# graph, and `x` now stands for its result. That keeps lazy graphs and
+# function transformations safe. And it is why keeping `initial` above was
+# enough to restart training: the optimizer hands the model new arrays instead
+# of assigning into the old ones. For repeated indices,
 # `x[idx] += 1` adds once per distinct index, as in NumPy, while
 # `x.at[idx].add(1)` accumulates every occurrence, like `np.add.at`.
 
@@ -1028,25 +1061,26 @@ assert all(
 
 # %%
 numbers = mx.arange(6)
-window = numbers[1:4]
+alias = numbers  # a second name for the same array object
+window = numbers[1:4]  # a copy: MLX has no views
+doubled = numbers * 2  # computed from the values before the assignment
 numbers[1] = 50
 numpy_numbers = np.arange(6)
-numpy_window = numpy_numbers[1:4]
+numpy_window = numpy_numbers[1:4]  # a view
 numpy_numbers[1] = 50
 counts = mx.zeros(4)
 counts[mx.array(idx)] += 1  # idx is [0, 2, 2]
-print(numbers, window, numpy_window, counts, sep="\n")
-
-# %%
-#| echo: false
-assert numbers[1].item() == 50 and window.tolist() == [1, 2, 3]
-assert numpy_window.tolist() == [50, 2, 3]
+print(alias, window, doubled, numpy_window, counts, sep="\n")
+assert alias.tolist()[1] == 50 and window.tolist() == [1, 2, 3]
+assert doubled.tolist()[1] == 2 and numpy_window.tolist() == [50, 2, 3]
 assert counts.tolist() == [1, 0, 1, 0]
 
 # %% [markdown]
-# The MLX slice still holds `[1, 2, 3]`; the NumPy view shows the 50. And
-# `counts` got 1 at index 2, not 2: when indices repeat, use `.at[...].add`, as
-# in the scatter-add check above.
+# The second name sees the 50, because the assignment changed the object both
+# names stand for. The MLX slice still holds `[1, 2, 3]`, and `doubled`, which
+# was not even evaluated before the assignment, doubles the old values; the
+# NumPy view shows the 50. And `counts` got 1 at index 2, not 2: when indices
+# repeat, use `.at[...].add`, as in the scatter-add check above.
 
 # %% [markdown]
 # ## Summary
@@ -1054,7 +1088,8 @@ assert counts.tolist() == [1, 0, 1, 0]
 # You now know the MLX this book uses:
 #
 # - arrays and dtypes, and what float16 and bfloat16 trade: bfloat16 keeps
-#   float32's range and gives up precision, float16 the reverse;
+#   float32's range with only 7 fraction bits, float16 keeps 10 fraction bits
+#   and overflows at 65,504;
 # - lazy evaluation: operations build a graph, `mx.eval` runs it, and any timing
 #   or memory figure must evaluate inside the measured region;
 # - devices on unified memory: operations, not arrays, are placed with
@@ -1067,8 +1102,9 @@ assert counts.tolist() == [1, 0, 1, 0]
 #   leaves off by default;
 # - `mx.compile`, which fuses operations and must be measured, not assumed, to
 #   help;
-# - memory counters, explicit random keys, and how MLX maps to NumPy and
-#   PyTorch.
+# - memory counters, explicit random keys, why a throughput figure moves
+#   between measurements, and how MLX maps to NumPy and PyTorch, including
+#   `x[i] = v`, which changes `x` but no other array, since MLX has no views.
 #
 # The chapter exported `mlxllm.hardware`: `median_seconds` for timing MLX code
 # honestly, `matmul_gflops` for the throughput of a matrix product, and
