@@ -3,10 +3,11 @@
 #
 # Over this book you build a large language model the way you would build any
 # program you want to understand: one piece at a time, each piece checked
-# before the next one leans on it. By the last chapter you own a byte-level
-# BPE tokenizer, a GPT-style transformer, a training loop that fits on a
-# laptop, a sampler with a KV cache, and a model trained on Shakespeare that
-# you can talk to from the command line.
+# before the next one leans on it. By the end of chapter 8, the last of this
+# edition, you own a byte-level BPE tokenizer, a GPT-style transformer, a
+# training loop that fits on a laptop, and a model trained on Shakespeare
+# that you can sample from the command line. The chapters planned after it
+# make sampling fast with a KV cache, and more; the map below says which.
 #
 # Why build one when you can download one? Because a model you have built is a
 # model you can debug. When a loss stops falling, when a sample repeats itself,
@@ -66,7 +67,7 @@ from mlxllm.book import Table, pick
 # | output head | vectors back to one score per token | ★ | 6 |
 # | training loop | backpropagation and an optimizer | ★★ | 7 |
 # | fitting on a laptop | training within memory and time | ★★ | 8 |
-# | sampling, KV cache | fast generation, token by token | ★★ | 9 |
+# | sampling, KV cache | fast generation, token by token | ★★ | 9, planned |
 #
 # The tokenizer is where text stops being text: a model only does arithmetic,
 # so every character or word must become an integer first. The embedding layer
@@ -87,6 +88,13 @@ from mlxllm.book import Table, pick
 # trains beautifully and generates garbage. The two last rows add no
 # component; they make the same model practical, first to train on a laptop,
 # then to talk to.
+#
+# This edition has chapters 1 to 8, every row of the table but the last.
+# Six more chapters are planned: 9, generating text fast with a KV cache;
+# 10, evaluating a model; 11, finding out why a run goes wrong; 12, training
+# on several machines at once (data parallelism); 13, fine-tuning with LoRA;
+# 14, shipping a model. Where a chapter of this edition mentions what they
+# will add, it says "a later chapter".
 
 # %%
 #| echo: false
@@ -294,20 +302,18 @@ with tempfile.TemporaryDirectory() as empty_dir:
         except CorpusNotFoundError as error:
             offline_message = str(error)
 print(offline_message)
+assert CORPUS_SHA256 in offline_message and empty_dir in offline_message
 
 # %% [markdown]
 # Notice that the call fails at once (a refused connection, not a hang) and
 # that the message carries everything you need to fix it without reading any
-# code. The checks below, hidden in the book, confirm the other two failure
-# modes: a corrupted copy is rejected by name, and an unknown corpus lists
+# code. The next cell checks the other two failure modes: a corrupted copy is
+# rejected by an error that names it, and an unknown corpus gets a list of
 # the known ones.
 
 # %%
-#| echo: false
-assert CORPUS_SHA256 in offline_message and empty_dir in offline_message
-
-
 def error_message(call) -> str:
+    """The message of the error that `call()` must raise."""
     try:
         call()
     except (CorpusNotFoundError, ValueError) as error:
@@ -320,7 +326,8 @@ with tempfile.TemporaryDirectory() as bad_dir:
     bad_copy.write_text("To be, or not to be: that is not the file.")
     with mock.patch.dict(os.environ, {"MLXLLM_DATA": bad_dir}):
         assert str(bad_copy) in error_message(load_corpus)
-assert "tinyshakespeare" in error_message(lambda: load_corpus("hamlet"))
+assert "known corpora: tinyshakespeare" in error_message(
+    lambda: load_corpus("hamlet"))
 
 # %% [markdown]
 # The last export splits the text for validation. A model is judged on text
@@ -586,7 +593,7 @@ print(sample("\n", 160))
 
 # %% [markdown]
 # Before training, that is noise: every character is about as likely as any
-# other. Chapter 9 makes this loop fast with a KV cache, which avoids
+# other. A later chapter makes this loop fast with a KV cache, which avoids
 # recomputing the whole window for every new character.
 #
 # ### Training
@@ -683,7 +690,8 @@ print(sample("\n", 500))
 # {{ n_params:, }} parameters the model knows spelling and layout, not what
 # anybody is talking about. Closing that gap is what the rest of the book is
 # about: a better tokenizer, components you understand well enough to change,
-# a longer training run that fits your laptop, and faster sampling. To see
+# and a longer training run that fits your laptop (faster sampling comes in a
+# later chapter). To see
 # how far this miniature goes on your own machine, run it with the `full`
 # profile:
 #

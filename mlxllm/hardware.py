@@ -23,7 +23,7 @@ from mlxllm.blas import blas_in_use
 __all__ = ["median_seconds", "matmul_gflops", "describe_machine"]
 
 
-# book/02_mlx.py:225
+# book/02_mlx.py:231
 def median_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
     """Median wall time of evaluating `fn()`, after one untimed warm-up call.
 
@@ -39,7 +39,7 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-# book/02_mlx.py:862
+# book/02_mlx.py:868
 def matmul_gflops(
     n: int = 1024, dtype: mx.Dtype = mx.float32, repeats: int = 5
 ) -> float:
