@@ -13,7 +13,7 @@
 # is, and you have used NumPy at least a little. You may have called a language model
 # through an API, or run one locally, and you want to know what happens inside: not
 # as a diagram with arrows, but as code you wrote, ran and can change. You own a
-# MacBook, which is all the hardware the book needs.
+# MacBook, which should be all the hardware the book needs (see "What you need").
 #
 # You do not need a background in machine learning. Each idea is introduced when the
 # code needs it, shown working on a small example, and checked: a shape, an equality
@@ -23,19 +23,24 @@
 #
 # Chapter by chapter you build the parts of a GPT-style model and the tools around it:
 #
-# - a byte-level BPE tokenizer, trained on your own text;
-# - token embeddings and positional encodings, including rotary embeddings;
-# - scaled dot-product attention, multi-head attention and the transformer block;
-# - the GPT model, with a parameter and FLOP count you can check;
-# - a training loop that fits on a laptop: AdamW with a warmup-and-cosine schedule,
-#   gradient clipping, checkpoints that resume, gradient accumulation, activation
-#   checkpointing and bfloat16;
-# - sampling with temperature, top-k and a KV cache;
-# - evaluation, debugging, data-parallel training across processes, and fine-tuning.
+# - a byte-level BPE tokenizer, trained on your own text (chapter 3);
+# - token embeddings and positional encodings, including rotary embeddings
+#   (chapter 4);
+# - scaled dot-product attention and multi-head attention (chapter 5);
+# - the transformer block and the GPT model, with a parameter and FLOP count you
+#   can check (chapter 6);
+# - a training loop: AdamW with a warmup-and-cosine schedule, gradient clipping,
+#   checkpoints that resume, and sampling with temperature and top-k (chapter 7);
+# - the same loop made to fit a laptop: gradient accumulation, activation
+#   checkpointing and bfloat16 (chapter 8).
 #
-# You finish with a model trained on Shakespeare that you can talk to from the
-# command line. Everything you build is also a Python package, `mlxllm`: the chapters
-# are its source, so the code you read is the code you later import.
+# Those eight chapters are this edition. You finish it with a model trained on
+# Shakespeare that you can sample from the command line. The plan goes on, in
+# chapters not written yet, to a KV cache that makes sampling fast, evaluation,
+# finding out why a run goes wrong, data-parallel training across processes,
+# fine-tuning with LoRA, and shipping a model. Everything you build is also a
+# Python package, `mlxllm`: the chapters are its source, so the code you read is
+# the code you later import.
 #
 # ## How to use this book
 #
@@ -92,13 +97,18 @@ print(f"profile {profile()!r}: {steps} training steps")
 #
 # ## What you need
 #
-# A Mac with Apple silicon is all you need. The models are small on purpose, and
-# chapter 8 computes, from a formula it checks against measured peaks, how much
-# memory each one takes to train. MLX runs your arrays on the Mac's GPU through Metal,
-# in memory that the CPU shares. The book also builds on Linux, where `mlx[cpu]` runs
-# on the processor: that is how it is tested. It is slower, and its results agree
-# with a Mac's up to floating-point rounding, not bit for bit. This copy was built on the machine below; where a chapter reports a time
-# or a speed, it is this machine's.
+# The book is written for a Mac with Apple silicon, where MLX runs your arrays on
+# the GPU through Metal, in memory that the CPU shares (Hannun et al., 2023). The
+# models are small on purpose, and chapter 8 computes, from a formula it checks
+# against measured peaks, how much memory each one takes to train. The book also
+# builds on Linux, where `mlx[cpu]` runs on the processor, and that is where it was
+# written and tested: never on a Mac. So whatever it says about Macs is an
+# expectation, given with its reason. Two run through the whole book. A Mac's GPU
+# should train these models much faster than a CPU of a few cores, because it runs
+# thousands of multiply-adds at once. And its results should agree with a CPU's up
+# to floating-point rounding, not bit for bit, because the GPU adds the same
+# numbers in a different order. This copy was built on the machine below; where a
+# chapter reports a time or a speed, it is this machine's.
 
 # %%
 #| echo: false
