@@ -103,16 +103,16 @@ lookup_ms = 1e3 * median_seconds(lambda: table[token_ids])
 lookup_speedup = product_ms / lookup_ms
 print(f"{n_tokens} tokens: product {product_ms:.2f} ms, "
       f"lookup {lookup_ms:.3f} ms")
+assert mx.array_equal(embed_by_product(), table[token_ids]).item()
 
 # %%
 #| echo: false
-assert mx.array_equal(embed_by_product(), table[token_ids]).item()
 assert lookup_speedup > 1
 
 # %% [markdown]
 # For {{ n_tokens:, }} tokens the product takes {{ product_ms:.1f }} ms and
-# the lookup {{ lookup_ms:.2f }} ms, and both give the same array (a hidden
-# check). The ratio grows with the vocabulary: the product's work is
+# the lookup {{ lookup_ms:.2f }} ms, and both give the same array, as the
+# assertion checks. The ratio grows with the vocabulary: the product's work is
 # proportional to $V$, the lookup's does not depend on it at all. So the
 # one-hot product is how you *think* about an embedding, as a linear layer
 # whose input happens to be one-hot, and the lookup is how you compute it.
@@ -229,10 +229,17 @@ assert learned_change > 1e-2
 # Its limit is just as plain: there is no row for position `context`. A
 # model trained on windows of 256 tokens has nothing to say about token 257,
 # and the rows for late positions are trained only as often as sequences
-# reach them. MLX, like most array libraries on the GPU, does not check the
-# index of a gather, so asking for a row past the end returns whatever
-# memory follows instead of raising an error: the model code must stop the
-# context itself.
+# reach them. And MLX does not check the index of a lookup. Ask the table
+# for the row after its last:
+
+# %%
+past_the_end = position_table(mx.array([context]))  # rows 0 .. context - 1
+mx.eval(past_the_end)  # no IndexError: numbers from the memory that follows
+assert past_the_end.shape == (1, attn_dims)
+
+# %% [markdown]
+# The lookup returns a row of whatever memory follows the table, without an
+# error, so the model code must stop the context itself.
 #
 # ## Sinusoidal positions
 #
@@ -414,11 +421,11 @@ def rope(
 # %% [markdown]
 # `angles` is (T, D/2) and broadcasts against the leading axes of `x`, so
 # one call rotates a whole batch of heads. The `offset` shifts every
-# position: when text is generated with a cache, the model sees one new
-# token at position `offset` and must rotate it as if the whole sequence
-# had been there. The
-# last line keeps the input's dtype, since the angles are computed in
-# float32 whatever `x` is.
+# position: when text is generated with a cache of earlier keys, which a
+# later chapter adds, the model sees one new token at position `offset`
+# and must rotate it as if the whole sequence had been there. The last
+# line keeps the input's dtype, since the angles are computed in float32
+# whatever `x` is.
 #
 # MLX ships the same operation as a fused kernel, `mx.fast.rope`, which
 # takes the number of features to rotate, the layout, the base, a scale for

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 
-# book/04_embeddings.py:256
+# book/04_embeddings.py:263
 def sinusoidal_positions(
     context: int, dims: int, base: float = 10000.0
 ) -> mx.array:
@@ -60,7 +60,7 @@ def sinusoidal_positions(
     return waves.reshape(context, dims)
 
 
-# book/04_embeddings.py:396
+# book/04_embeddings.py:403
 def rope(
     x: mx.array, base: float = 10000.0, offset: int = 0
 ) -> mx.array:
