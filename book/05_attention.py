@@ -153,42 +153,57 @@ for mask in (None, bool_mask, additive_mask):
 #| echo: false
 #| label: fig-qkv-shapes
 #| fig-cap: The shapes of single-head attention for one sequence of T positions. Three projections of the same input give Q, K and V; the scores and weights are T × T, one row per query; the output has one row per position again.
-def box(ax, x, y, width, height, label, shape, color):
-    """A matrix drawn as a rectangle with its name and shape."""
+def box(ax, x, y, width, height, label, shape, color, shape_right=False):
+    """A matrix drawn as a rectangle with its name and, below it or to
+    its right, its shape."""
     ax.add_patch(Rectangle((x, y), width, height, facecolor=color,
                            edgecolor="black", linewidth=0.8))
     ax.text(x + width / 2, y + height / 2, label, ha="center",
-            va="center", fontsize=8)
-    ax.text(x + width / 2, y - 0.35, shape, ha="center", va="top",
-            fontsize=7.5)
+            va="center", fontsize=8.5)
+    if shape_right:
+        ax.text(x + width + 0.3, y + height / 2 - 0.4, shape, ha="left",
+                va="center", fontsize=7.5)
+    else:
+        ax.text(x + width / 2, y - 0.3, shape, ha="center", va="top",
+                fontsize=7.5)
 
 
-def arrow(ax, start, end, label="", at=0.5):
-    """An arrow between two boxes, labelled above the point `at` of it."""
+def arrow(ax, start, end, label="", elbow=False):
+    """An arrow from start to end, labelled above its first stretch; an
+    elbow arrow runs across, then up or down."""
+    style = "angle,angleA=0,angleB=90,rad=0" if elbow else "arc3"
     ax.annotate("", xy=end, xytext=start,
-                arrowprops=dict(arrowstyle="->", linewidth=0.8))
-    ax.text(start[0] + at * (end[0] - start[0]),
-            start[1] + at * (end[1] - start[1]) + 0.15,
-            label, ha="center", va="bottom", fontsize=7.5)
+                arrowprops=dict(arrowstyle="->", linewidth=0.8, shrinkA=0,
+                                shrinkB=0, connectionstyle=style))
+    ax.text((start[0] + end[0]) / 2, start[1] + 0.2, label, ha="center",
+            va="bottom", fontsize=7.5)
 
 
-fig, ax = plt.subplots(figsize=(5.5, 3.2))
-box(ax, 0, 0, 1.6, 2.4, "X", "T × d", "#dddddd")
+fig, ax = plt.subplots(figsize=(5.5, 2.9))
+box(ax, 0, -1.2, 1.6, 2.4, "$X$", r"$T \times d$", "#dddddd")
+ax.plot([1.6, 2.6, 2.6, 2.6], [0, 0, -4.2, 4.2], color="black",
+        linewidth=0.8)
 for y, name, width, color in ((4.2, "Q", "k", "#56B4E9"),
                               (0, "K", "k", "#E69F00"),
                               (-4.2, "V", "v", "#009E73")):
-    box(ax, 4.2, y, 0.8, 2.4, name, f"T × d_{width}", color)
-    arrow(ax, (1.6, 1.2), (4.2, y + 1.2), f"×W_{name}", at=0.35)
-box(ax, 7.6, 1.7, 3.4, 2.4, "QKᵀ/√d_k", "T × T", "#CC79A7")
-arrow(ax, (5.0, 5.4), (7.6, 3.6))
-arrow(ax, (5.0, 1.2), (7.6, 2.2))
-box(ax, 13.6, 1.7, 2.4, 2.4, "A", "T × T", "#F0E442")
-arrow(ax, (11.0, 2.9), (13.6, 2.9), "softmax")
-box(ax, 18.4, -0.5, 0.8, 2.4, "AV", "T × d_v", "#56B4E9")
-arrow(ax, (16.0, 2.9), (18.4, 1.4))
-arrow(ax, (5.0, -3.0), (18.4, 0.2), "values")
-ax.set_xlim(-0.3, 19.6)
-ax.set_ylim(-5.1, 6.8)
+    box(ax, 5.0, y - 1.2, 0.8, 2.4, f"${name}$", rf"$T \times d_{width}$",
+        color)
+    arrow(ax, (2.6, y), (5.0, y), rf"$\times W_{name}$")
+box(ax, 8.4, 0.9, 3.6, 2.4, r"$QK^{\top}\!/\sqrt{d_k}$", r"$T \times T$",
+    "#CC79A7")
+ax.text(10.2, 3.55, "scores", ha="center", va="bottom", fontsize=7.5)
+arrow(ax, (5.8, 4.2), (8.4, 2.9))
+arrow(ax, (5.8, 0), (8.4, 1.3))
+box(ax, 15.0, 0.9, 2.4, 2.4, "$A$", r"$T \times T$", "#F0E442")
+ax.text(16.2, 3.55, "weights", ha="center", va="bottom", fontsize=7.5)
+arrow(ax, (12.0, 2.1), (15.0, 2.1), "softmax")
+box(ax, 19.4, -2.4, 1.2, 2.4, "$AV$", r"$T \times d_v$", "#56B4E9",
+    shape_right=True)
+ax.text(20.9, -0.6, "output", ha="left", va="center", fontsize=7.5)
+arrow(ax, (17.4, 2.1), (20.0, 0.0), elbow=True)
+arrow(ax, (5.8, -4.2), (20.0, -2.4), "values", elbow=True)
+ax.set_xlim(-0.3, 23.0)
+ax.set_ylim(-5.6, 5.8)
 ax.set_aspect("equal")
 ax.set_axis_off()
 
@@ -244,29 +259,40 @@ print(f"a match scores {raw_scores.max().item():.1f}, "
 #| echo: false
 #| label: fig-qkv-steps
 #| fig-cap: One head that looks for earlier copies of its own letter, step by step on a line of Richard III. Left, the raw scores; middle, scaled, with the future masked (white); right, the softmax weights, from 0 (dark) to 1 (bright). Each row is a query, each column a key; rows sum to one on the right.
-def heatmap(ax, values, title, labels=None, vmax=None):
-    """One attention matrix, queries down, keys across."""
+from matplotlib.transforms import offset_copy
+
+
+def heatmap(ax, values, title, labels=None, vmax=None, label_rows=True):
+    """One attention matrix, queries down, keys across; `labels` names
+    the positions below and, when `label_rows`, on the left."""
     image = ax.imshow(np.array(values), cmap="viridis", vmin=0, vmax=vmax)
     ax.set_title(title)
     ax.grid(False)
-    if labels is None:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    else:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if labels is not None:
         shown = ["␣" if c == " " else c for c in labels]
-        ax.set_xticks(range(len(shown)), shown, fontsize=5.5)
-        ax.set_yticks(range(len(shown)), shown, fontsize=5.5)
-        ax.tick_params(length=0, pad=1)
+        ax.set_xticks(range(len(shown)), shown, fontsize=7)
+        ax.tick_params(length=0, pad=1.5)
+        if label_rows:  # ␣ sits below the baseline: raised, it faces its row
+            ax.set_yticks(range(len(shown)),
+                          ["" if c == "␣" else c for c in shown], fontsize=7)
+            raised = offset_copy(ax.get_yaxis_transform(), ax.figure,
+                                 x=-1.5, y=2, units="points")
+            for row in [i for i, c in enumerate(shown) if c == "␣"]:
+                ax.text(0, row, "␣", transform=raised, ha="right",
+                        va="center_baseline", fontsize=7)
     return image
 
 
-fig, axes = plt.subplots(1, 3, figsize=(5.5, 2.2))
+fig, axes = plt.subplots(1, 3, figsize=(5.8, 2.4))
 heatmap(axes[0], raw_scores, "QKᵀ", line)
 heatmap(axes[1], mx.where(sees, masked_scores, mx.nan), "scaled, masked",
-        line)
-heatmap(axes[2], same_letter, "softmax", line, vmax=1)
+        line, label_rows=False)
+heatmap(axes[2], same_letter, "softmax", line, vmax=1, label_rows=False)
 axes[0].set_ylabel("query")
 axes[1].set_xlabel("key")
+fig.tight_layout(w_pad=0.6)
 
 # %% [markdown]
 # In @fig-qkv-steps the raw scores are a pattern of matching letters, the
@@ -308,13 +334,13 @@ assert all(c == " " for c in top[3:])
 #| echo: false
 #| label: fig-qkv-heads
 #| fig-cap: The same keys queried two ways. Left, queries ask for their own letter; right, every query asks for a space, so the weight lands on the spaces seen so far. Rows are queries, columns keys.
-fig, axes = plt.subplots(1, 2, figsize=(5.0, 2.6))
+fig, axes = plt.subplots(1, 2, figsize=(5.4, 2.75), layout="constrained")
 heatmap(axes[0], same_letter, "same letter", line, vmax=1)
 image = heatmap(axes[1], find_space, "spaces", line, vmax=1)
 axes[0].set_ylabel("query")
 for ax in axes:
     ax.set_xlabel("key")
-fig.colorbar(image, ax=axes, shrink=0.7, label="weight")
+fig.colorbar(image, ax=axes, shrink=0.8, label="weight").ax.grid(False)
 
 # %% [markdown]
 # Three lessons carry over to the learned heads at the end of the chapter.
@@ -418,9 +444,49 @@ def causal_mask(length: int) -> mx.array:
 
 # %%
 print(causal_mask(5).astype(mx.int32))
+# %%
+#| echo: false
+#| label: fig-causal-mask
+#| fig-cap: The causal mask, `causal_mask(10)`, on the first ten characters of the line: row i is a query, column j a key. Filled cells (j ≤ i) may be attended to; hatched cells are masked. Each row is trained to predict the next character (right), which is the key just past the diagonal (outlined): the first key the mask hides.
+def glyph(ax, x, y, char, **options):
+    """A character as text; a space is shown as ␣, raised to the middle
+    of its line (the glyph sits below the baseline)."""
+    if char == " ":
+        char, y = "␣", y - 0.12  # the y axis points down
+    ax.text(x, y, char, ha="center", va="center", fontsize=8, **options)
+
+
+mask_text = line[:10]
+size = len(mask_text)
+allowed = np.array(causal_mask(size))
+fig, ax = plt.subplots(figsize=(3.4, 2.8))
+for i in range(size):
+    for j in range(size):
+        ax.add_patch(Rectangle(
+            (j, i), 1, 1, edgecolor="#999999", linewidth=0.5,
+            facecolor="#56B4E9" if allowed[i, j] else "white",
+            hatch=None if allowed[i, j] else "////"))
+    if i + 1 < size:  # the key that holds row i's answer
+        ax.add_patch(Rectangle((i + 1, i), 1, 1, fill=False,
+                               edgecolor="black", linewidth=1.6))
+    glyph(ax, -0.5, i + 0.5, mask_text[i])
+    glyph(ax, i + 0.5, -0.5, mask_text[i])
+    glyph(ax, size + 1.2, i + 0.5, line[i + 1])
+ax.text(size / 2, -1.2, "key j", ha="center", va="bottom")
+ax.text(-1.2, size / 2, "query i", ha="right", va="center", rotation=90)
+ax.text(size + 1.2, -0.5, "next\ncharacter", ha="center", va="bottom",
+        fontsize=7.5)
+ax.set_xlim(-1.5, size + 2.2)
+ax.set_ylim(size, -1.3)
+ax.set_aspect("equal")
+ax.set_axis_off()
+
 assert mx.array_equal(causal_mask(5), mx.tril(mx.ones((5, 5)))).item()
 assert mx.array_equal(causal_mask(len(line)), sees).item()
 
+# @fig-causal-mask shows what it protects: the character that row $i$ is
+# trained to predict is the input at position $i + 1$, the first key the
+# mask hides from it.
 # %% [markdown]
 # Row $i$ has $i + 1$ ones. The mask broadcasts over batch and heads, so
 # one $T \times T$ array serves every sequence of a batch.
@@ -669,16 +735,23 @@ score_megabytes = [4 * n * n * 4 / 2**20 for n in cost_lengths]
 #| echo: false
 #| label: fig-cost
 #| fig-cap: Time (left) and peak memory (right) of one attention call with four heads of 32 dimensions, against the sequence length, both axes logarithmic. The dashed line is the size of the float32 scores, 4 × T² × 4 bytes; a slope of 2 on these axes is growth like T².
-fig, axes = plt.subplots(1, 2, figsize=(5.5, 2.6))
-for name, marker in (("yours", "o"), ("fused", "s")):
-    axes[0].plot(cost_lengths, [c[0] for c in costs[name]], marker=marker,
-                 label=name)
-    axes[1].plot(cost_lengths, [c[1] for c in costs[name]], marker=marker,
-                 label=name)
+from matplotlib.ticker import FuncFormatter
+
+fig, axes = plt.subplots(1, 2, figsize=(5.6, 2.6))
+styles = {"yours": dict(marker="o", markersize=4),  # fused: open, on top
+          "fused": dict(marker="s", markersize=8, fillstyle="none",
+                        linestyle=":")}
+for name, style in styles.items():
+    for panel, ax in enumerate(axes):
+        ax.plot(cost_lengths, [c[panel] for c in costs[name]], label=name,
+                **style)
 axes[1].plot(cost_lengths, score_megabytes, linestyle="--", color="black",
              linewidth=0.8, label="scores")
 axes[0].set_ylabel("time (ms)")
 axes[1].set_ylabel("peak memory (MB)")
+    ax.set_xticks(cost_lengths, [f"{n:,}" for n in cost_lengths])
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.minorticks_off()
 for ax in axes:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -866,16 +939,27 @@ assert pattern_rows[-1][2] < pattern_rows[0][2]
 # %%
 #| echo: false
 #| label: fig-patterns
-#| fig-cap: Attention weights of the watched model on one validation line, at three steps of training (rows). Columns are heads 0 and 1 of block 1, then heads 0 and 1 of block 2; queries run down, keys across. Uniform smears become diagonals (the previous characters) and vertical stripes (keys many queries share).
-fig, axes = plt.subplots(len(snapshot_steps), 4, figsize=(5.5, 4.4))
-for row, step in enumerate(snapshot_steps):
-    for col in range(4):
-        block, head = divmod(col, 2)
-        heatmap(axes[row, col], snapshots[step][block][head],
-                f"block {block + 1}, head {head}" if row == 0 else "",
-                vmax=1)
-    axes[row, 0].set_ylabel(f"step {step:,}")
-fig.tight_layout()
+#| fig-cap: Attention weights of the watched model on one validation line, at three steps of training (rows), for every head of both blocks, the heads the table summarises; in each panel queries run down and keys across, one row and one column per character of the line. Uniform smears become diagonals (the previous characters) and vertical stripes (keys many queries share).
+n_heads = snapshots[0][0].shape[0]
+fig = plt.figure(figsize=(5.8, 2.7))
+outer = fig.add_gridspec(1, 3, width_ratios=[n_heads, n_heads, 0.2],
+                         wspace=0.08, left=0.06, right=0.92, bottom=0.02,
+                         top=0.82)
+for block in range(2):
+    grid = outer[block].subgridspec(len(snapshot_steps), n_heads,
+                                    wspace=0.12, hspace=0.12)
+    for row, step in enumerate(snapshot_steps):
+        for head in range(n_heads):
+            ax = fig.add_subplot(grid[row, head])
+            image = heatmap(ax, snapshots[step][block][head],
+                            f"head {head}" if row == 0 else "", vmax=1)
+            if block == 0 and head == 0:
+                ax.set_ylabel(f"step {step:,}")
+    over_block = fig.add_subplot(grid[0, :], frame_on=False)
+    over_block.set_axis_off()
+    over_block.set_title(f"block {block + 1}", pad=16)
+fig.colorbar(image, cax=fig.add_subplot(outer[2]),
+             label="weight").ax.grid(False)
 
 # %% [markdown]
 # At step 0 every row of @fig-patterns fades from left to right the same
@@ -886,6 +970,40 @@ fig.tight_layout()
 # {{ pattern_rows[0][3]:.2f }} to {{ pattern_rows[-1][3]:.2f }}. Others
 # draw vertical stripes: many queries reading the same few keys, as your
 # hand-built "spaces" head did. Block 2 reads block 1's outputs, so its
+
+# %%
+#| echo: false
+#| label: fig-patterns-read
+#| fig-cap: Two heads of the watched model at the last step of the previous figure, with the line's characters on both axes, weights from 0 (dark) to 1 (bright). Left, the head of block 1 with the largest previous-character weight; right, the head of block 2 that puts the most weight on spaces.
+final_weights = snapshots[final_step]
+previous_head = int(mx.argmax(mx.diagonal(
+    final_weights[0], offset=-1, axis1=1, axis2=2).mean(-1)).item())
+is_space = mx.array([c == " " for c in watched_line])
+after_first_space = watched_line.index(" ")
+space_weight = (final_weights[1] * is_space).sum(-1)[:, after_first_space:]
+space_head = int(mx.argmax(space_weight.mean(-1)).item())
+space_share = space_weight[space_head].mean().item()
+reader = final_weights[0][previous_head]
+near_share = (mx.diagonal(reader).sum() + mx.diagonal(reader, -1).sum()
+              ).item() / len(watched_line)
+fig, axes = plt.subplots(1, 2, figsize=(5.8, 3.1), layout="constrained")
+heatmap(axes[0], reader, f"block 1, head {previous_head}", watched_line,
+        vmax=1)
+heatmap(axes[1], final_weights[1][space_head], f"block 2, head {space_head}",
+        watched_line, vmax=1, label_rows=False)
+axes[0].set_ylabel("query")
+for ax in axes:
+    ax.set_xlabel("key")
+
+# %% [markdown]
+# @fig-patterns-read spells out two heads of step {{ final_step:, }}.
+# Head {{ previous_head }} of block 1, the one with the largest
+# previous-character weight, puts {{ near_share:.0%}} of its weight on
+# the query's own character and the one before it. Head
+# {{ space_head }} of block 2 gives the spaces of the line
+# {{ space_share:.0%}} of its weight, averaged over the queries that can
+# see one: the pattern you built by hand at the start of the chapter,
+# found by training.
 # patterns can depend on context that block 1 has already gathered. None
 # of this was designed; the loss asked for better next-character
 # predictions, and these patterns were the cheapest way to get them.
