@@ -516,7 +516,7 @@ assert added_gap > 100 * rope_gap
 #| echo: false
 #| label: fig-rope-scores
 #| fig-cap: The score of one query and one key, 64 numbers each, placed at positions m and n, against n − m, for three query positions m. With RoPE (left) the three curves coincide; with sinusoidal positions added to the vectors (right) the score also depends on where the pair sits.
-fig, axes = plt.subplots(1, 2, figsize=(5.5, 2.6), sharex=True)
+fig, axes = plt.subplots(1, 2, figsize=(5.5, 2.75), sharex=True)
 panels = [(axes[0], rope_curves, "RoPE"),
           (axes[1], added_curves, "added sinusoidal")]
 for ax, panel_curves, title in panels:
@@ -525,8 +525,9 @@ for ax, panel_curves, title in panels:
     ax.set_title(title)
     ax.set_xlabel("offset n − m (positions)")
 axes[0].set_ylabel("score q · k")
-axes[1].legend()
-fig.tight_layout()
+fig.tight_layout(rect=(0, 0, 1, 0.91))  # the legend goes above the panels
+fig.legend(*axes[1].get_legend_handles_labels(), loc="upper center",
+           ncol=len(query_positions), bbox_to_anchor=(0.5, 1.0))
 
 # %% [markdown]
 # In @fig-rope-scores the left panel is one curve drawn three times; the
