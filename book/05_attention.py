@@ -315,19 +315,16 @@ values = one_hot  # W_V = identity: a value is the letter itself
 found = find_space @ values
 top = [chars[i] for i in mx.argmax(found, axis=-1).tolist()]
 print("".join("␣" if c == " " else c for c in top))
-
-# %%
-#| echo: false
-assert [chars[i] for i in mx.argmax(same_letter @ values, -1).tolist()] \
-    == list(line)
-assert all(c == " " for c in top[3:])
+assert all(c == " " for c in top[line.index(" "):])
+own = mx.argmax(same_letter @ values, axis=-1).tolist()
+assert [chars[i] for i in own] == list(line)  # the first head, same values
 
 # %% [markdown]
 # The printout is, for each position, the letter that dominates its output.
 # From the first space on, every position comes back with a space: the
 # values carried letters, so the output says *what* was found, while the
-# queries and keys decided *where* to look. (A hidden check confirms that
-# the first head, with the same values, hands every position its own letter
+# queries and keys decided *where* to look. (The last assertion runs the
+# first head with the same values: it hands every position its own letter
 # back.) @fig-qkv-heads puts the two patterns side by side.
 
 # %%
@@ -561,8 +558,8 @@ assert all(row[3] == "-inf" and row[5] == "nan" for row in dtype_rows)
 # $-10^9$ overflows to $-\infty$, and a fully masked row is NaN again: a
 # mask written for float32 breaks silently when you switch to half
 # precision. In bfloat16, $-10^9$ survives but is rounded to
-# {{ dtype_rows[1][1] }}, because bfloat16 keeps float32's range and only 8
-# bits of mantissa; any score added to it is lost in the rounding, which is
+# {{ dtype_rows[1][1] }}, because bfloat16 keeps float32's range but only
+# 7 fraction bits; any score added to it is lost in the rounding, which is
 # harmless since that weight is zero anyway. And in every type, adding two
 # masks that each hold the most negative number, a causal mask plus a
 # padding mask, overflows to $-\infty$. Boolean masks avoid all three:
@@ -897,8 +894,34 @@ print(f"{snapshot_steps[-1]} steps in {train_seconds:.0f} s; validation "
 # scores are near zero, each query spreads its weight evenly over what it
 # can see. The *previous-character weight*, the mean weight a query puts
 # on the key just before it, picks out one pattern that character models
-# are known to learn early, because the previous character is the best
-# single clue to the next one.
+# are known to learn early. Why that key? Count, in the training text, how
+# much one character tells about the next from each distance back:
+
+# %%
+def next_char_entropy(ids: np.ndarray, back: int) -> float:
+    """Entropy (nats) of a character given the one `back` places before."""
+    vocab = len(chars)
+    pairs = np.bincount(ids[:-back] * vocab + ids[back:],
+                        minlength=vocab * vocab).reshape(vocab, vocab)
+    joint = pairs / pairs.sum()
+    given = pairs / pairs.sum(axis=1, keepdims=True).clip(min=1)
+    seen = pairs > 0
+    return float(-(joint[seen] * np.log(given[seen])).sum())
+
+
+clues = {back: next_char_entropy(train_ids, back) for back in (1, 2, 3, 4)}
+print({f"{back} back": round(nats, 2) for back, nats in clues.items()})
+assert clues[1] < clues[2] < clues[3] < clues[4]
+
+# %% [markdown]
+# Knowing the character one place back, the current one, leaves
+# {{ clues[1]:.2f }} nats of uncertainty about the next; two places back,
+# {{ clues[2]:.2f }}; and each step further back tells less. The current
+# character is the best single clue, and every position already holds it:
+# it is the query's own input. The character before it is the next best,
+# and a position can only get it through attention, from the key just
+# before its own. That is the pattern the previous-character weight looks
+# for.
 
 # %%
 def summarize(weights: mx.array) -> tuple[float, float]:
@@ -933,8 +956,45 @@ assert pattern_rows[-1][2] < pattern_rows[0][2]
 # visible keys: the untrained model averages everything, so every position
 # of a sequence receives much the same blur. By step {{ final_step:, }} the
 # validation loss has fallen from {{ val_losses[0]:.2f }} to
-# {{ val_losses[final_step]:.2f }} nats per character, and the patterns of
-# @fig-patterns have sharpened. Read it row by row.
+# {{ val_losses[final_step]:.2f }} nats per character, and block 1's
+# entropy to {{ pattern_rows[-1][2]:.2f }}. It did not fall steadily: at
+# step {{ snapshot_steps[1]:, }} it was {{ pattern_rows[1][2]:.2f }}. A low
+# entropy says only that a row is peaked, not that it looks in the right
+# place, so ask where block 1's weight goes:
+
+# %%
+def where_weight_goes(weights: mx.array) -> tuple[float, float]:
+    """Mean largest weight of a row, and mean weight on the query's own
+    key plus the key before it, over a block's (heads, T, T) weights."""
+    own = mx.diagonal(weights, axis1=1, axis2=2).mean()
+    before = mx.diagonal(weights, offset=-1, axis1=1, axis2=2).mean()
+    return weights.max(axis=-1).mean().item(), (own + before).item()
+
+
+weight_goes = {step: where_weight_goes(snapshots[step][0])
+               for step in snapshot_steps}
+for step, (largest, near) in weight_goes.items():
+    print(f"step {step:>5,}: largest weight {largest:.2f}, "
+          f"on own + previous key {near:.2f}")
+
+# %%
+#| echo: false
+if snapshot_steps == [0, 200, 1000]:  # the book profile's run, described
+    assert pattern_rows[1][2] < pattern_rows[2][2]
+    assert weight_goes[200][0] > weight_goes[1000][0]
+    assert weight_goes[200][1] < 0.5 < weight_goes[1000][1]
+
+# %% [markdown]
+# At step {{ snapshot_steps[1]:, }} block 1's heads put most of a row on a
+# single key (the largest weight averages
+# {{ weight_goes[snapshot_steps[1]][0]:.2f }}), but only
+# {{ weight_goes[snapshot_steps[1]][1]:.0%}} of it on the query's own key
+# and the one before. By step {{ final_step:, }} the rows are a little
+# flatter (largest weight {{ weight_goes[final_step][0]:.2f }}) and
+# {{ weight_goes[final_step][1]:.0%}} of the weight sits on those two keys,
+# the two best clues of the counts above. The entropy rose because the
+# heads now split their weight between two keys, and those are the keys
+# that help. Read @fig-patterns row by row.
 
 # %%
 #| echo: false
@@ -962,9 +1022,11 @@ fig.colorbar(image, cax=fig.add_subplot(outer[2]),
              label="weight").ax.grid(False)
 
 # %% [markdown]
-# At step 0 every row of @fig-patterns fades from left to right the same
-# way: weights of $1/(i+1)$, bright at the top where a query sees few keys,
-# dark below. After a few hundred steps heads specialize. Some grow a
+# At step 0 every head of @fig-patterns looks the same. Within a row the
+# weights are nearly even, about $1/(i+1)$ on each of the $i + 1$ keys that
+# query $i$ sees, so the picture fades from top to bottom: bright in the
+# first rows, where a query sees few keys, dark below. After a few hundred
+# steps heads specialize. Some grow a
 # bright band just below the diagonal, the previous character or two; in
 # @tbl-patterns the largest previous-character weight of block 1 goes from
 # {{ pattern_rows[0][3]:.2f }} to {{ pattern_rows[-1][3]:.2f }}. Others
