@@ -924,14 +924,35 @@ best_half = max(throughput["float16"] + throughput["bfloat16"])
 # %%
 #| echo: false
 #| label: fig-matmul
-#| fig-cap: Measured matmul throughput against size, per dtype, this machine.
-fig, ax = plt.subplots(figsize=(5.5, 3.4))
-for name, values in throughput.items():
-    sizes = float32_sizes if name == "float32" else half_sizes
-    ax.loglog(sizes, values, marker="o", label=name, base=2)
+#| fig-cap: Measured matmul throughput against size, per dtype, on this machine, both axes logarithmic. Each curve's peak is labelled with its value in GFLOP/s.
+from matplotlib.ticker import FuncFormatter, LogLocator
+
+fig, ax = plt.subplots(figsize=(5.5, 3.2))
+dtype_sizes = {name: float32_sizes if name == "float32" else half_sizes
+               for name in throughput}
+for (name, values), marker in zip(throughput.items(), "osD"):
+    ax.plot(dtype_sizes[name], values, marker=marker, label=name)
+for name, values in throughput.items():  # each peak, labelled with its value
+    best = int(np.argmax(values))
+    size = dtype_sizes[name][best]
+    near = [v[dtype_sizes[other].index(size)]  # other curves close by
+            for other, v in throughput.items() if other != name
+            and size in dtype_sizes[other]
+            and 1 / 3 < v[dtype_sizes[other].index(size)] / values[best] < 3]
+    above = values[best] >= max(near, default=0)
+    ax.annotate(f"{values[best]:,.1f}", (size, values[best]),
+                xytext=(0, 7 if above else -7), textcoords="offset points",
+                ha="center", va="bottom" if above else "top", fontsize=8)
+ax.set_xscale("log", base=2)
+ax.set_yscale("log")
+ax.set_xticks(float32_sizes, [f"{n:,}" for n in float32_sizes])
+ax.minorticks_off()
+ax.margins(y=0.12)
+ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 ax.set_xlabel("matrix size n (n × n by n × n)")
 ax.set_ylabel("throughput (GFLOP/s)")
-ax.legend()
+ax.legend(loc="center right")
 
 # %% [markdown]
 # On this run float32 peaked at {{ best_float32:,.1f }} GFLOP/s and the 16-bit
