@@ -549,14 +549,56 @@ print(f"untrained: {untrained_val:.3f} nats/char")
 # unlikely tokens is never drawn. Each new token reruns the model over
 # the whole window, which is wasteful; chapter 9 keeps a cache and makes
 # this fast. The draws come from a key of their own, so a sample
-# depends only on its seed. The function starts a module of its own,
-# `mlxllm.generate`, where chapter 9's samplers and cache will join it.
+# depends only on its seed. `draw_token` makes one draw; the loop around
+# it is a generator, `generate_stream`, that yields each id the moment it
+# is drawn, so that you can watch the text appear (`mlxllm generate`
+# prints it so) and stop it halfway; `generate` collects the stream into
+# a list. The functions start a module of their own, `mlxllm.generate`,
+# where a later chapter's samplers and cache can join them behind the
+# same two calls.
 
 # %%
 #| export: generate
+from collections.abc import Iterator
+
 import mlx.core as mx
 
 from mlxllm.model import GPT
+
+
+def draw_token(logits: mx.array, temperature: float, top_k: int | None,
+               key: mx.array) -> int:
+    """One id from a position's logits: the likeliest at temperature 0,
+    else a draw from the top_k likeliest (None: all)."""
+    if temperature == 0:
+        return int(mx.argmax(logits).item())
+    logits = logits.astype(mx.float32) / temperature
+    if top_k is not None and top_k < logits.size:
+        kth = mx.sort(logits)[-top_k]
+        logits = mx.where(logits < kth, -mx.inf, logits)
+    return int(mx.random.categorical(logits, key=key).item())
+
+
+def generate_stream(model: GPT, prompt: list[int], new_tokens: int,
+                    temperature: float = 1.0, top_k: int | None = None,
+                    seed: int = 0) -> Iterator[int]:
+    """Yield new_tokens ids that continue the prompt, each as soon as it
+    is drawn; the model is back in training mode when the stream ends."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    key, ids = mx.random.key(seed), list(prompt)
+    context = model.config.context
+    model.eval()
+    try:
+        for _ in range(new_tokens):
+            logits = model(mx.array([ids[-context:]]))[0, -1]
+            key, draw = mx.random.split(key)
+            ids.append(draw_token(logits, temperature, top_k, draw))
+            yield ids[-1]
+    finally:  # also when the reader stops early
+        model.train()
 
 
 def generate(model: GPT, prompt: list[int], new_tokens: int,
@@ -564,27 +606,8 @@ def generate(model: GPT, prompt: list[int], new_tokens: int,
              seed: int = 0) -> list[int]:
     """The prompt and new_tokens more ids, each drawn at `temperature`
     (0: the likeliest) from the top_k likeliest (None: all); seeded."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
-    key = mx.random.key(seed)
-    ids = list(prompt)
-    model.eval()
-    context = model.config.context
-    for _ in range(new_tokens):
-        logits = model(mx.array([ids[-context:]]))[0, -1]
-        if temperature == 0:
-            ids.append(int(mx.argmax(logits).item()))
-            continue
-        logits = logits.astype(mx.float32) / temperature
-        if top_k is not None and top_k < logits.size:
-            kth = mx.sort(logits)[-top_k]
-            logits = mx.where(logits < kth, -mx.inf, logits)
-        key, draw = mx.random.split(key)
-        ids.append(int(mx.random.categorical(logits, key=draw).item()))
-    model.train()
-    return ids
+    return list(prompt) + list(generate_stream(model, prompt, new_tokens,
+                                               temperature, top_k, seed))
 
 # %% [markdown]
 # ## The trainer
@@ -595,20 +618,26 @@ def generate(model: GPT, prompt: list[int], new_tokens: int,
 # runs the step in a loop. Every `eval_every` steps it measures the
 # validation loss and logs one line: step, training loss, validation
 # loss in nats per character, learning rate, tokens per second and the
-# peak memory MLX has allocated (`mx.get_peak_memory`). It records a
-# history of every step, for plots.
+# peak memory MLX has allocated (`mx.get_peak_memory`). The speed is
+# that of the steps alone: the evaluations and checkpoints between them
+# are left out, and so is the first step, which also compiles. It
+# records a history of every step, for plots.
 #
 # Two helpers come first. They are about the terminal the run was
 # started from, not about training, so they go to a module of their own,
 # `mlxllm.terminal`. `DeferredInterrupt` catches Ctrl-C and turns it
 # into a request that the loop honours between steps, after saving a
 # checkpoint; a step half applied (new weights, old step count) could
-# never be resumed exactly. A second Ctrl-C stops at once. `Progress` is
-# the status line: on a terminal it redraws in place with an estimate of
-# the time left.
+# never be resumed exactly. It says so the moment Ctrl-C arrives, since
+# the step may be followed by a long evaluation, and it writes straight
+# to the terminal's file descriptor: a `print` inside a signal handler
+# can collide with the `print` it interrupted. A second Ctrl-C stops at
+# once. `Progress` is the status line: on a terminal it redraws in place
+# with an estimate of the time left.
 
 # %%
 #| export: terminal
+import os
 import signal
 import sys
 import threading
@@ -620,6 +649,9 @@ class DeferredInterrupt:
     """Inside the block Ctrl-C sets `requested` instead of raising, so a
     step is never cut in half; a second Ctrl-C raises at once."""
 
+    def __init__(self, notice: str = "") -> None:
+        self.notice = notice  # written to stderr when Ctrl-C arrives
+
     def __enter__(self) -> "DeferredInterrupt":
         self.requested, self.previous = False, None
         if threading.current_thread() is threading.main_thread():
@@ -630,6 +662,8 @@ class DeferredInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        if self.notice:
+            os.write(2, f"\n{self.notice}\n".encode())
 
     def __exit__(self, *exc_info: object) -> None:
         if self.previous is not None:
@@ -679,6 +713,33 @@ def step_seed(seed: int, step: int) -> int:
     step: the state is then a function of the step a checkpoint records."""
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
+# %% [markdown]
+# A run can also fail in its arithmetic. With a learning rate far too
+# large the loss explodes, and within a step or two it is infinite or
+# `nan`, *not a number*, which every later operation passes on: from
+# then on the run learns nothing, and every checkpoint it saves is
+# worthless, yet the loop would carry on to the end. So the trainer
+# checks each loss, gradient norm and validation loss it computes, and
+# the weights and moments before it saves them, and stops with
+# `TrainingDiverged` at the first number that is not finite. Nothing
+# after the last good checkpoint is saved, so `latest` still names it.
+
+# %%
+#| export
+STOPPING_NOTICE = ("Ctrl-C: stopping after the current step or "
+                   "evaluation; press it again to stop at once")
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss, gradient norm, weight or moment of the run is inf or NaN:
+    the trainer stops without saving it."""
+
+
+def all_finite(tree: object) -> bool:
+    """Whether every number in a tree of arrays is finite."""
+    return all(mx.all(mx.isfinite(value)).item()
+               for _, value in tree_flatten(tree))
+
 # %%
 #| export
 class Trainer:
@@ -725,13 +786,17 @@ class Trainer:
         tokens = self.config.batch_size * self.model.config.context
         bar = Progress(until) if self.progress else None
         mx.reset_peak_memory()
-        started, first = time.perf_counter(), self.step
-        with DeferredInterrupt() as interrupt:
+        first, timed_steps, timed_seconds = self.step, 0, 0.0
+        with DeferredInterrupt(STOPPING_NOTICE) as interrupt:
             while self.step < until:
+                started = time.perf_counter()
                 self.one_step()
-                done = self.step
-                rate = tokens * (done - first) / (time.perf_counter()
-                                                  - started)
+                seconds, done = time.perf_counter() - started, self.step
+                if done > first + 1:  # the first step also compiles
+                    timed_steps += 1
+                    timed_seconds += seconds
+                rate = (tokens * timed_steps / timed_seconds if timed_steps
+                        else tokens / seconds)
                 if bar is not None:
                     bar.update(done, f"loss {self.history['loss'][-1]:.3f}"
                                f" {rate:,.0f} tok/s")
@@ -752,14 +817,21 @@ class Trainer:
         loss, norm = self.train_step(inputs, targets)
         mx.eval(loss, norm, self.model.parameters(), self.optimizer.state)
         self.step += 1
-        for name, value in (("step", self.step), ("loss", loss.item()),
-                            ("grad_norm", norm.item()),
-                            ("learning_rate",
-                             self.optimizer.learning_rate.item())):
+        values = {"step": self.step, "loss": loss.item(),
+                  "grad_norm": norm.item(),
+                  "learning_rate": self.optimizer.learning_rate.item()}
+        if not all(map(math.isfinite, values.values())):
+            raise TrainingDiverged(f"step {self.step}: loss "
+                                   f"{values['loss']:.3g}, gradient norm "
+                                   f"{values['grad_norm']:.3g}")
+        for name, value in values.items():
             self.history[name].append(value)
 
     def record_eval(self, tokens_per_second: float) -> None:
         val = self.val_nats_per_char()
+        if not math.isfinite(val):
+            raise TrainingDiverged(f"step {self.step}: validation loss "
+                                   f"{val:.3g}")
         self.history["eval_step"].append(self.step)
         self.history["val_loss"].append(val)
         if self.log is not None:
@@ -783,6 +855,9 @@ class Trainer:
     def save(self) -> Path:
         if self.run_dir is None:
             raise ValueError("this Trainer has no run_dir to save into")
+        if not all_finite([self.model.parameters(), self.optimizer.state]):
+            raise TrainingDiverged(f"step {self.step}: the weights or the "
+                                   "optimizer's moments are not finite")
         return save_checkpoint(self.run_dir, self.model, self.optimizer,
                                self.record())
 
@@ -1025,6 +1100,37 @@ except CheckpointError as error:
     print(str(error).replace(str(run_dir), "RUN"))
 
 # %% [markdown]
+# Last, the promise about divergence. Train the baby model at a
+# learning rate of $10^9$, with a checkpoint after every step:
+
+# %%
+mx.random.seed(0)
+wild_dir = Path(tempfile.mkdtemp())
+wild = Trainer(GPT(GPTConfig.baby(char_tokenizer.vocab_size)),
+               TrainConfig(steps=20, warmup_steps=1, learning_rate=1e9,
+                           eval_every=20, checkpoint_every=1),
+               char_train, val_ids, chars_per_token, run_dir=wild_dir,
+               log=None)
+try:
+    wild.run()
+except TrainingDiverged as error:
+    wild_stop = str(error)
+wild_latest = latest_checkpoint(wild_dir)
+print(wild_stop)
+print("losses:", ", ".join(f"{loss:.3g}" for loss in wild.history["loss"]))
+print("latest:", wild_latest.name)
+assert "nan" in wild_stop and all_finite(read_checkpoint(wild_latest)[1:])
+
+# %% [markdown]
+# The losses before the stop are those of an untrained model, about
+# $\ln V$. The update of step {{ len(wild.history["loss"]) }}, at the full
+# rate, throws the weights so far that step {{ wild.step }}'s loss is not
+# a number, and the run stops there. `latest` names
+# {{ wild_latest.name }}: its numbers are all finite, though after a step
+# of that size they are no better than noise, and nothing after it was
+# written. `mlxllm train` turns the exception into a message that says
+# what to try: a lower learning rate, a longer warm-up, tighter clipping.
+#
 # ## Training the baby model
 #
 # Everything is in place. The baby configuration of chapter 6, with the
@@ -1339,13 +1445,17 @@ Table([(f"{baby_flops_rate / 1e9:.0f} GFLOP/s (the baby run, here)",
 #   config)`; `evaluate(model, tokens, context)`; `step_seed(seed,
 #   step)`; `Trainer(model, config, train_tokens, val_tokens,
 #   chars_per_token, tokenizer_fingerprint, run_dir, log, progress)`
-#   with `run(until)`; and `preset(name, vocab_size)` with `PRESETS` for
-#   the `mlxllm train` command;
+#   with `run(until)`, which stops a diverged run with
+#   `TrainingDiverged` (checked by `all_finite(tree)`); and
+#   `preset(name, vocab_size)` with `PRESETS` for the `mlxllm train`
+#   command;
 # - `mlxllm.checkpoint`: `save_checkpoint`, `latest_checkpoint`,
 #   `read_checkpoint`, `resume(trainer, directory)`, `CheckpointError`,
 #   `file_sha256` and `describe_difference`;
-# - `mlxllm.generate`: `generate(model, prompt, new_tokens, temperature,
-#   top_k, seed)`;
+# - `mlxllm.generate`: `generate_stream(model, prompt, new_tokens,
+#   temperature, top_k, seed)`, which yields the ids one at a time, and
+#   `generate`, with the same arguments, which returns them in a list;
+#   `draw_token` makes each draw;
 # - `mlxllm.terminal`: `DeferredInterrupt` and `Progress`;
 # - `mlxllm.tokenizer` gained `load_tokenizer(path)`.
 #

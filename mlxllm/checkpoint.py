@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 
-# book/07_training.py:816
+# book/07_training.py:891
 if TYPE_CHECKING:
     from mlxllm.train import Trainer
 
@@ -76,7 +76,7 @@ def save_checkpoint(run_dir: Path, model: nn.Module,
     return final
 
 
-# book/07_training.py:873
+# book/07_training.py:948
 def latest_checkpoint(run_dir: Path) -> Path:
     """The directory `latest` names; CheckpointError if there is none."""
     pointer = Path(run_dir) / "latest"
@@ -118,7 +118,7 @@ def read_checkpoint(directory: Path) -> tuple[dict, dict, dict]:
     return record, arrays[0], arrays[1]
 
 
-# book/07_training.py:935
+# book/07_training.py:1010
 def describe_difference(saved: object, current: object) -> str:
     """'n_layer: 4 there, 6 here' for each field two dicts disagree on."""
     if not (isinstance(saved, dict) and isinstance(current, dict)):

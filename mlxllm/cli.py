@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import argparse
 import ast
+import codecs
 import dataclasses
 import inspect
+import itertools
 import json
 import shlex
 import sys
 import textwrap
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import mlx.core as mx
 
 from mlxllm.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint, resume
 from mlxllm.data import CorpusNotFoundError, cache_dir, encode_splits, load_corpus, split_train_val
-from mlxllm.generate import generate
+from mlxllm.generate import generate, generate_stream
 from mlxllm.laptop import MemorySavingConfig, MemorySavingTrainer
 from mlxllm.model import GPT, GPTConfig, count_parameters
 from mlxllm.tokenizer import (
@@ -28,7 +30,7 @@ from mlxllm.tokenizer import (
     TokenizerFileError,
     load_tokenizer,
 )
-from mlxllm.train import PRESETS, TrainConfig, Trainer, preset
+from mlxllm.train import PRESETS, TrainConfig, Trainer, TrainingDiverged, preset
 
 # The training configuration and loop that `mlxllm train` runs: the one place that names them.
 RUN_CONFIG, RUN_TRAINER = MemorySavingConfig, MemorySavingTrainer
@@ -37,7 +39,7 @@ TOKENIZER_FILE = "tokenizer.txt"
 BPE_VOCAB_SIZE = 1024
 SAMPLE_TOKENS = 200
 TEMPERATURE, TOP_K = 0.8, 200  # nanoGPT's sampling defaults
-EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
+EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 130
 Config = typing.TypeVar("Config")
 
 
@@ -352,6 +354,22 @@ def report_interrupt(args: argparse.Namespace, run_dir: Path) -> int:
     return EXIT_INTERRUPTED
 
 
+def report_divergence(error: TrainingDiverged, run_dir: Path, config: TrainConfig) -> int:
+    """After a loss or weight that is not finite: what was kept, and what to try instead."""
+    clear_status_line()
+    try:
+        kept = (f"{latest_checkpoint(run_dir)} is kept as latest (its numbers are all finite; "
+                "nothing after it was saved)")
+    except CheckpointError:
+        kept = "no checkpoint was saved before it"
+    print(f"\nmlxllm: the run diverged at {error}; {kept}.\n"
+          f"Start again in a new --run-dir with a lower --learning-rate (this run: "
+          f"{config.learning_rate:g}), a longer --warmup-steps ({config.warmup_steps}) or a "
+          f"smaller --grad-clip ({config.grad_clip:g}); chapter 7 of the book explains each "
+          "of them.", file=sys.stderr)
+    return EXIT_DIVERGED
+
+
 def train_command(args: argparse.Namespace) -> int:
     """Train a GPT on Tiny Shakespeare into a run directory, or resume one."""
     run_dir = args.run_dir or Path("runs") / args.preset
@@ -382,6 +400,8 @@ def train_command(args: argparse.Namespace) -> int:
         trainer.run()
     except KeyboardInterrupt:
         return report_interrupt(args, run_dir)
+    except TrainingDiverged as error:
+        return report_divergence(error, run_dir, run.train_config)
     print(f"done: {latest_checkpoint(run_dir)}\ntry it: "
           f"{shlex.join([program(), 'generate', '--checkpoint', str(run_dir)])} "
           "--prompt 'ROMEO:'")
@@ -390,8 +410,21 @@ def train_command(args: argparse.Namespace) -> int:
 
 # --- mlxllm generate ---------------------------------------------------------------------------
 
+def stream_text(tokenizer: Tokenizer, ids: Iterable[int]) -> Iterator[str]:
+    """The text of `ids` as they come, in pieces of whole characters: the first bytes of a
+    character that a token splits wait for the token that completes it. The pieces join to
+    tokenizer.decode(ids)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for token in ids:
+        if text := decoder.decode(tokenizer.pieces[token]):
+            yield text
+    if text := decoder.decode(b"", final=True):
+        yield text
+
+
 def generate_command(args: argparse.Namespace) -> int:
-    """Continue a prompt with a trained model and print the text."""
+    """Continue a prompt with a trained model, printing the text as it is drawn; Ctrl-C keeps
+    what was printed."""
     model, tokenizer = load_model(args.checkpoint)
     try:
         prompt = tokenizer.encode(args.prompt)
@@ -399,8 +432,15 @@ def generate_command(args: argparse.Namespace) -> int:
         raise CommandError(f"--prompt: {error}") from None
     if not prompt:
         raise CommandError("--prompt is empty; give at least one character")
-    ids = generate(model, prompt, args.tokens, args.temperature, args.top_k, args.seed)
-    print(tokenizer.decode(ids))
+    stream = generate_stream(model, prompt, args.tokens, args.temperature, args.top_k, args.seed)
+    try:
+        for text in stream_text(tokenizer, itertools.chain(prompt, stream)):
+            print(text, end="", flush=True)
+    except KeyboardInterrupt:
+        print(flush=True)
+        print("mlxllm: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print()
     return 0
 
 

@@ -14,37 +14,55 @@ by hand. A comment before each piece of code names the chapter file and line it 
 from; change it there, then run `make export`.
 """
 
+from collections.abc import Iterator
+
 import mlx.core as mx
 
 from mlxllm.model import GPT
 
-__all__ = ["generate"]
+__all__ = ["draw_token", "generate_stream", "generate"]
 
 
-# book/07_training.py:556
+# book/07_training.py:561
+def draw_token(logits: mx.array, temperature: float, top_k: int | None,
+               key: mx.array) -> int:
+    """One id from a position's logits: the likeliest at temperature 0,
+    else a draw from the top_k likeliest (None: all)."""
+    if temperature == 0:
+        return int(mx.argmax(logits).item())
+    logits = logits.astype(mx.float32) / temperature
+    if top_k is not None and top_k < logits.size:
+        kth = mx.sort(logits)[-top_k]
+        logits = mx.where(logits < kth, -mx.inf, logits)
+    return int(mx.random.categorical(logits, key=key).item())
+
+
+def generate_stream(model: GPT, prompt: list[int], new_tokens: int,
+                    temperature: float = 1.0, top_k: int | None = None,
+                    seed: int = 0) -> Iterator[int]:
+    """Yield new_tokens ids that continue the prompt, each as soon as it
+    is drawn; the model is back in training mode when the stream ends."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    key, ids = mx.random.key(seed), list(prompt)
+    context = model.config.context
+    model.eval()
+    try:
+        for _ in range(new_tokens):
+            logits = model(mx.array([ids[-context:]]))[0, -1]
+            key, draw = mx.random.split(key)
+            ids.append(draw_token(logits, temperature, top_k, draw))
+            yield ids[-1]
+    finally:  # also when the reader stops early
+        model.train()
+
+
 def generate(model: GPT, prompt: list[int], new_tokens: int,
              temperature: float = 1.0, top_k: int | None = None,
              seed: int = 0) -> list[int]:
     """The prompt and new_tokens more ids, each drawn at `temperature`
     (0: the likeliest) from the top_k likeliest (None: all); seeded."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
-    key = mx.random.key(seed)
-    ids = list(prompt)
-    model.eval()
-    context = model.config.context
-    for _ in range(new_tokens):
-        logits = model(mx.array([ids[-context:]]))[0, -1]
-        if temperature == 0:
-            ids.append(int(mx.argmax(logits).item()))
-            continue
-        logits = logits.astype(mx.float32) / temperature
-        if top_k is not None and top_k < logits.size:
-            kth = mx.sort(logits)[-top_k]
-            logits = mx.where(logits < kth, -mx.inf, logits)
-        key, draw = mx.random.split(key)
-        ids.append(int(mx.random.categorical(logits, key=draw).item()))
-    model.train()
-    return ids
+    return list(prompt) + list(generate_stream(model, prompt, new_tokens,
+                                               temperature, top_k, seed))

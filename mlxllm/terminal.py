@@ -13,6 +13,7 @@ by hand. A comment before each piece of code names the chapter file and line it 
 from; change it there, then run `make export`.
 """
 
+import os
 import signal
 import sys
 import threading
@@ -22,10 +23,13 @@ from typing import TextIO
 __all__ = ["DeferredInterrupt", "Progress"]
 
 
-# book/07_training.py:611
+# book/07_training.py:639
 class DeferredInterrupt:
     """Inside the block Ctrl-C sets `requested` instead of raising, so a
     step is never cut in half; a second Ctrl-C raises at once."""
+
+    def __init__(self, notice: str = "") -> None:
+        self.notice = notice  # written to stderr when Ctrl-C arrives
 
     def __enter__(self) -> "DeferredInterrupt":
         self.requested, self.previous = False, None
@@ -37,6 +41,8 @@ class DeferredInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        if self.notice:
+            os.write(2, f"\n{self.notice}\n".encode())
 
     def __exit__(self, *exc_info: object) -> None:
         if self.previous is not None:

@@ -34,8 +34,8 @@ from mlxllm.terminal import DeferredInterrupt, Progress
 
 __all__ = [
     "MatrixAdamW", "TrainConfig", "warmup_cosine", "make_optimizer", "global_norm",
-    "clip_by_global_norm", "StepFn", "make_step", "evaluate", "step_seed", "Trainer",
-    "PRESETS", "preset",
+    "clip_by_global_norm", "StepFn", "make_step", "evaluate", "step_seed",
+    "STOPPING_NOTICE", "TrainingDiverged", "all_finite", "Trainer", "PRESETS", "preset",
 ]
 
 
@@ -190,7 +190,7 @@ def evaluate(model: nn.Module, tokens: np.ndarray, context: int,
     return total / windows
 
 
-# book/07_training.py:675
+# book/07_training.py:709
 def step_seed(seed: int, step: int) -> int:
     """The seed of MLX's generator at a step (dropout draws from it).
     MLX cannot set its generator's state, so the loop re-seeds it each
@@ -198,7 +198,23 @@ def step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
-# book/07_training.py:683
+# book/07_training.py:728
+STOPPING_NOTICE = ("Ctrl-C: stopping after the current step or "
+                   "evaluation; press it again to stop at once")
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss, gradient norm, weight or moment of the run is inf or NaN:
+    the trainer stops without saving it."""
+
+
+def all_finite(tree: object) -> bool:
+    """Whether every number in a tree of arrays is finite."""
+    return all(mx.all(mx.isfinite(value)).item()
+               for _, value in tree_flatten(tree))
+
+
+# book/07_training.py:744
 class Trainer:
     """Runs a TrainConfig on a GPT: steps, evaluation in nats per
     character, logging, checkpoints and resuming."""
@@ -243,13 +259,17 @@ class Trainer:
         tokens = self.config.batch_size * self.model.config.context
         bar = Progress(until) if self.progress else None
         mx.reset_peak_memory()
-        started, first = time.perf_counter(), self.step
-        with DeferredInterrupt() as interrupt:
+        first, timed_steps, timed_seconds = self.step, 0, 0.0
+        with DeferredInterrupt(STOPPING_NOTICE) as interrupt:
             while self.step < until:
+                started = time.perf_counter()
                 self.one_step()
-                done = self.step
-                rate = tokens * (done - first) / (time.perf_counter()
-                                                  - started)
+                seconds, done = time.perf_counter() - started, self.step
+                if done > first + 1:  # the first step also compiles
+                    timed_steps += 1
+                    timed_seconds += seconds
+                rate = (tokens * timed_steps / timed_seconds if timed_steps
+                        else tokens / seconds)
                 if bar is not None:
                     bar.update(done, f"loss {self.history['loss'][-1]:.3f}"
                                f" {rate:,.0f} tok/s")
@@ -270,14 +290,21 @@ class Trainer:
         loss, norm = self.train_step(inputs, targets)
         mx.eval(loss, norm, self.model.parameters(), self.optimizer.state)
         self.step += 1
-        for name, value in (("step", self.step), ("loss", loss.item()),
-                            ("grad_norm", norm.item()),
-                            ("learning_rate",
-                             self.optimizer.learning_rate.item())):
+        values = {"step": self.step, "loss": loss.item(),
+                  "grad_norm": norm.item(),
+                  "learning_rate": self.optimizer.learning_rate.item()}
+        if not all(map(math.isfinite, values.values())):
+            raise TrainingDiverged(f"step {self.step}: loss "
+                                   f"{values['loss']:.3g}, gradient norm "
+                                   f"{values['grad_norm']:.3g}")
+        for name, value in values.items():
             self.history[name].append(value)
 
     def record_eval(self, tokens_per_second: float) -> None:
         val = self.val_nats_per_char()
+        if not math.isfinite(val):
+            raise TrainingDiverged(f"step {self.step}: validation loss "
+                                   f"{val:.3g}")
         self.history["eval_step"].append(self.step)
         self.history["val_loss"].append(val)
         if self.log is not None:
@@ -301,11 +328,14 @@ class Trainer:
     def save(self) -> Path:
         if self.run_dir is None:
             raise ValueError("this Trainer has no run_dir to save into")
+        if not all_finite([self.model.parameters(), self.optimizer.state]):
+            raise TrainingDiverged(f"step {self.step}: the weights or the "
+                                   "optimizer's moments are not finite")
         return save_checkpoint(self.run_dir, self.model, self.optimizer,
                                self.record())
 
 
-# book/07_training.py:1282
+# book/07_training.py:1388
 PRESETS = ("baby", "full")
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import select
+import signal
 import subprocess
 import sys
+import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +23,7 @@ from mlxllm.cli import RUN_CONFIG, build_parser, field_help, flag_settings, main
 from mlxllm.model import GPTConfig
 from mlxllm.tokenizer import CharTokenizer
 from tests.conftest import ROOT
-from tests.test_train import TINY_FLAGS, cli_environment, run_cli
+from tests.test_train import TINY_FLAGS, cli_environment, finite_checkpoint, run_cli
 
 
 def test_doctor_reports_the_machine() -> None:
@@ -261,6 +265,28 @@ def test_generate_from_a_run_dir_or_one_of_its_checkpoints(mlxllm: Callable[...,
     assert mlxllm(*sample, "--checkpoint", "runs/baby").out == earlier.out
 
 
+def test_generate_streams_and_ctrl_c_keeps_what_was_printed(mlxllm: Callable[..., Outcome],
+                                                          tmp_path: Path) -> None:
+    tiny_run(mlxllm)
+    process = subprocess.Popen([sys.executable, "-m", "mlxllm.cli", "generate", "--checkpoint",
+                                "runs/baby", "--prompt", "ROMEO:", "--tokens", "1000000"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        shown, deadline = b"", time.monotonic() + 60
+        while len(shown) < 40 and time.monotonic() < deadline:  # a million tokens take minutes
+            if select.select([process.stdout], [], [], 1)[0]:
+                shown += os.read(process.stdout.fileno(), 4096)
+        assert len(shown) >= 40, f"nothing streamed in a minute: {shown!r}"
+        process.send_signal(signal.SIGINT)
+        rest, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    out = (shown + rest).decode("utf-8")
+    assert process.returncode == 130, err
+    assert out.startswith("ROMEO:") and out.endswith("\n") and len(out) > 40
+    assert "Traceback" not in err.decode() and "interrupted" in err.decode()
+
+
 def test_generate_refuses_a_damaged_or_foreign_checkpoint(mlxllm: Callable[..., Outcome],
                                                           tmp_path: Path) -> None:
     tiny_run(mlxllm)
@@ -279,3 +305,22 @@ def test_generate_refuses_a_damaged_or_foreign_checkpoint(mlxllm: Callable[..., 
                  "tokenizer.txt: no 'end' line")
     assert_error(mlxllm("generate", "--checkpoint", "runs/nothing"), "runs/nothing does not exist")
     assert_error(mlxllm("generate", "--checkpoint", "runs"), "runs is neither a run directory")
+
+
+# --- a run that diverges ----------------------------------------------------------------------
+
+def test_a_diverged_run_stops_keeping_its_last_finite_checkpoint(mlxllm: Callable[..., Outcome],
+                                                                 tmp_path: Path) -> None:
+    run = mlxllm("train", *TINY_FLAGS, "--steps", "12", "--eval-every", "1",
+                 "--checkpoint-every", "1", "--learning-rate", "1e9")
+    assert run.code == 1, run
+    assert "done:" not in run.out and "nan/" not in run.out
+    assert "mlxllm: the run diverged at step" in run.err
+    for remedy in ("--learning-rate (this run: 1e+09)", "--warmup-steps", "--grad-clip",
+                   "new --run-dir"):
+        assert remedy in run.err, (remedy, run.err)
+    run_dir = tmp_path / "runs/baby"
+    saved = sorted(run_dir.glob("step-*"))
+    assert saved and latest_checkpoint(run_dir) == saved[-1]
+    assert f"{Path('runs/baby') / saved[-1].name} is kept as latest" in run.err
+    assert all(map(finite_checkpoint, saved))

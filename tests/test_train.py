@@ -4,6 +4,7 @@ refuses bad checkpoints and never loses its last good one."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -18,12 +19,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlxllm.checkpoint import CheckpointError, latest_checkpoint, resume
+from mlxllm.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint, resume
 from mlxllm.cli import RUN_CONFIG, RUN_TRAINER
 from mlxllm.data import cache_dir, split_train_val
 from mlxllm.model import GPT, GPTConfig
 from mlxllm.tokenizer import CharTokenizer
-from mlxllm.train import Trainer
+from mlxllm.train import Trainer, TrainingDiverged
 from tests.conftest import ROOT
 
 TINY_MODEL = dict(context=16, n_layer=1, n_head=2, n_embd=32)
@@ -198,3 +199,75 @@ def test_a_crash_while_saving_never_replaces_the_last_good_checkpoint(
     assert sorted(path.name for path in tmp_path.glob("step-*")) == [
         f"step-{step:07d}" for step in (3, 6, 9, 12)]
 
+
+
+# --- divergence, the speed figure and Ctrl-C ---------------------------------------------------
+
+def finite_checkpoint(checkpoint: Path) -> bool:
+    """Whether every number a checkpoint holds is finite: weights, moments, recorded losses."""
+    record, weights, optimizer = read_checkpoint(checkpoint)
+    numbers = [value for values in record["history"].values() for value in values]
+    return (all(map(math.isfinite, numbers))
+            and all(mx.all(mx.isfinite(array)).item()
+                    for array in [*weights.values(), *optimizer.values()]))
+
+
+def test_a_diverging_run_stops_before_saving_a_number_that_is_not_finite(
+        corpus: tuple, tmp_path: Path) -> None:
+    trainer = tiny_trainer(corpus, run_dir=tmp_path, steps=12, learning_rate=1e9)
+    with pytest.raises(TrainingDiverged, match=r"^step \d+: "):
+        trainer.run()
+    assert trainer.step < 12
+    saved = sorted(tmp_path.glob("step-*"))
+    assert all(map(finite_checkpoint, saved))
+    if saved:
+        assert latest_checkpoint(tmp_path) == saved[-1]
+    assert all(map(math.isfinite, trainer.history["loss"] + trainer.history["val_loss"]))
+
+
+def test_weights_that_are_not_finite_are_never_saved(corpus: tuple, tmp_path: Path) -> None:
+    trainer = tiny_trainer(corpus, run_dir=tmp_path)
+    trainer.run(until=3)
+    good = latest_checkpoint(tmp_path)
+    trainer.model.update({"norm": {"weight": trainer.model.norm.weight * mx.nan}})
+    with pytest.raises(TrainingDiverged, match="step 3: the weights"):
+        trainer.save()
+    assert latest_checkpoint(tmp_path) == good and finite_checkpoint(good)
+
+
+def test_tokens_per_second_counts_the_steps_alone(corpus: tuple) -> None:
+    trainer, lines = tiny_trainer(corpus, steps=4), []
+    step, evaluation = trainer.train_step, trainer.val_nats_per_char
+
+    def slow_step(*batch: mx.array) -> tuple[mx.array, mx.array]:
+        time.sleep(1.0 if trainer.step == 0 else 0.1)  # the first step compiles
+        return step(*batch)
+
+    def slow_evaluation() -> float:
+        time.sleep(1.0)
+        return evaluation()
+
+    trainer.train_step, trainer.val_nats_per_char = slow_step, slow_evaluation
+    trainer.log = lines.append
+    trainer.run()
+    rates = [float(re.search(r"([\d,]+) tok/s", line).group(1).replace(",", ""))
+             for line in lines]
+    fastest = 8 * 16 / 0.1  # 8 windows of 16 tokens in a step of at least 0.1 s
+    assert len(rates) == 2 and all(0.6 * fastest < rate <= fastest for rate in rates), rates
+
+
+def test_ctrl_c_during_an_evaluation_is_acknowledged_at_once(
+        corpus: tuple, capfd: pytest.CaptureFixture[str]) -> None:
+    trainer, heard = tiny_trainer(corpus, steps=4), []
+    evaluation = trainer.val_nats_per_char
+
+    def interrupted_evaluation() -> float:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the evaluation runs
+        time.sleep(0.1)
+        heard.append(capfd.readouterr().err)
+        return evaluation()
+
+    trainer.val_nats_per_char = interrupted_evaluation
+    with pytest.raises(KeyboardInterrupt, match="stopped after step 2"):
+        trainer.run()
+    assert "stopping after the current step or evaluation" in heard[0], heard
