@@ -536,11 +536,56 @@ for word in [" king", " Baptista", " neighbour", " whoreson"]:
     shown = "|".join(show(pieces[i]) for i in word_ids)
     print(f"{word!r:12} {str(word_ids):22} {shown}")
 
+# %%
+#| echo: false
+#| label: fig-bpe-merges
+#| fig-cap: The steps of `encode_chunk` on the chunk ` neighbour` with the 4,096-id tokenizer trained above, one merge per row. Each step merges the pair with the smallest id among those present (shaded: the new token); a box is as wide as the bytes its token covers. The last row is the split the listing printed.
+from matplotlib.patches import Rectangle
+
+merge_word = " neighbour"
+merge_states = [(list(merge_word.encode("utf-8")), None)]
+while True:  # encode_chunk's loop, keeping every step
+    word_state = merge_states[-1][0]
+    present = set(zip(word_state, word_state[1:])) & merge_ids.keys()
+    if not present:
+        break
+    merged = min(present, key=merge_ids.__getitem__)
+    merge_states.append((merge_pair(word_state, merged, merge_ids[merged]),
+                         merged))
+assert merge_states[-1][0] == encode_chunk(merge_word.encode("utf-8"),
+                                           merge_ids)
+merged_split = "|".join(show(pieces[i]) for i in merge_states[-1][0])
+
+width = len(merge_word.encode("utf-8"))
+fig, ax = plt.subplots(figsize=(5.2, 0.32 * len(merge_states) + 0.3))
+for row, (word_state, merged) in enumerate(merge_states):
+    new_id = merge_ids[merged] if merged else None
+    x = 0
+    for token in word_state:
+        span = len(pieces[token])
+        ax.add_patch(Rectangle(
+            (x, row), span, 0.8, edgecolor="black", linewidth=0.7,
+            facecolor="#E69F00" if token == new_id else "#eeeeee"))
+        ax.text(x + span / 2, row + 0.4, show(pieces[token]), ha="center",
+                va="center", fontsize=8.5, family="DejaVu Sans Mono")
+        x += span
+    step = ("bytes" if merged is None else f"id {new_id:,} = "
+            f"{show(pieces[merged[0]])} + {show(pieces[merged[1]])}")
+    ax.text(width + 0.6, row + 0.4, step, va="center", fontsize=8,
+            family="DejaVu Sans Mono")
+ax.set_xlim(-0.2, width + 8.5)
+ax.set_ylim(len(merge_states), -0.2)
+ax.set_axis_off()
+
 # %% [markdown]
 # Frequent words are one token, and so is a name the plays repeat often
 # enough; rarer words split into pieces that are themselves frequent, and
 # the pieces need not be syllables. Nothing is ever unknown: in the worst
-# case a chunk stays as its bytes.
+# case a chunk stays as its bytes. @fig-bpe-merges follows `encode_chunk`
+# through ` neighbour`, one merge per row. Common pairs such as `ou` and
+# `␣n` have small ids, so they merge first, and longer pieces are built
+# from them later; the word ends as {{ merged_split }} because no learned
+# merge joins what is left.
 #
 # ### Decoding never fails
 #
@@ -1544,10 +1589,10 @@ print(f"BPE: {uniform_bpe:.2f} nats per token = "
 #    subclass that reserves 256 extra ids for bytes and spells any unknown
 #    character as its UTF-8 bytes, as SentencePiece does. Check that it
 #    encodes the modern phrase of this chapter and decodes it back.
-# 3. ★★ A merge visualizer. Show, step by step, how `encode_chunk` builds
-#    the tokens of a word: after each merge, the current pieces and the id of
-#    the merge just applied. Which words of the validation text take the
-#    most steps?
+# 3. ★★ A merge visualizer. @fig-bpe-merges follows one word. Write a
+#    function that records, for any chunk, the pieces after each merge of
+#    `encode_chunk` and the id of the merge just applied. Which words of
+#    the validation text take the most steps?
 # 4. ★★ A vocabulary sweep for a model without context. For each vocabulary
 #    of the sweep, compute the loss of a unigram model (token frequencies
 #    counted on the training ids) on the validation ids, and convert it to
