@@ -91,7 +91,8 @@ def test_outline_nests_each_chapters_sections_in_its_pages(
     starts = [reader.get_destination_page_number(item) for item, _ in chapters]
     for (item, children), start, end in zip(chapters, starts, [*starts[1:], len(reader.pages)]):
         sections = [child for child in children if not isinstance(child, list)]
-        assert sections, f"{item.title!r} has no sections in the outline"
+        if re.match(r"\d+\. ", item.title):  # a numbered chapter ends with its exercises
+            assert sections, f"{item.title!r} has no sections in the outline"
         for section in sections:
             assert start <= reader.get_destination_page_number(section) < end, section.title
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
+from mlxllm.press import pdf
 from mlxllm.press.__main__ import BuildReport, build_pdf, preview_pdf
-from mlxllm.press.layout import is_unit, split_book
+from mlxllm.press.layout import is_unit, layout_key, split_book
 from mlxllm.press.render import BOOK_TITLE
 from tests.conftest import FIXTURE_BOOK
 
@@ -56,6 +57,35 @@ def test_split_book_keeps_nested_sections_whole() -> None:
     assert [is_unit(s) for s in book.sections] == [False, True]
     with pytest.raises(ValueError, match="outside a top-level <section>"):
         split_book(page.replace("<body>", "<body><p>loose</p>"))
+
+
+def test_layout_key_follows_the_files_a_document_references(tmp_path: Path) -> None:
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "book.css").write_text("p { margin: 0 }")
+    (tmp_path / "figures" / "a.svg").write_text("<svg/>")
+    document = '<link href="book.css"><img src="figures/a.svg"><a href="#x">x</a>'
+    keys = {layout_key(document, tmp_path)}
+    (tmp_path / "figures" / "a.svg").write_text("<svg></svg>")
+    keys.add(layout_key(document, tmp_path))
+    (tmp_path / "book.css").write_text("p { margin: 1pt }")
+    keys.add(layout_key(document, tmp_path))
+    assert len(keys) == 3
+
+
+def test_failed_join_keeps_the_last_pdf(copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    book_pdf = copy / "build" / "book.pdf"
+    before = book_pdf.read_bytes()
+
+    def broken_join(frame: object, units: object, target: Path) -> int:
+        target.write_bytes(b"%PDF- half written")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pdf, "join", broken_join)
+    edit(copy, "02_second.py", "Reads what", "Reads, as a prose edit, what")
+    with pytest.raises(OSError, match="disk full"):
+        rebuild(copy)
+    assert book_pdf.read_bytes() == before
+    assert not (copy / "build" / "book.pdf.partial").exists()
 
 
 def test_unchanged_rebuild_lays_out_nothing(copy: Path) -> None:

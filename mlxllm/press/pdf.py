@@ -51,13 +51,19 @@ class Job:
 
 
 def _lay_out_all(jobs: list[Job], base_url: str, workers: int) -> list[Pages]:
-    """Lay the jobs out, in a pool of processes when there is more than one."""
+    """Lay the jobs out, in a pool of processes when there is more than one.
+
+    The longest documents start first, so that no long one is left running alone at
+    the end. Spawned workers import the caller's main module: a script that calls
+    this needs the usual `if __name__ == "__main__":` guard.
+    """
     if len(jobs) <= 1 or workers <= 1:
         return [lay_out(job.document, base_url, job.pdf) for job in jobs]
     context = multiprocessing.get_context("spawn")  # no fork of a process running MLX
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-        futures = [pool.submit(lay_out, job.document, base_url, job.pdf) for job in jobs]
-        return [future.result() for future in futures]
+        futures = {id(job): pool.submit(lay_out, job.document, base_url, job.pdf)
+                   for job in sorted(jobs, key=lambda job: -len(job.document))}
+        return [futures[id(job)].result() for job in jobs]
 
 
 def _cached_or_job(name: str, document: str, html_dir: Path, cache: Path) -> Pages | Job:
@@ -92,7 +98,11 @@ def write_pdf(html_path: Path, pdf_path: Path, cache: Path | None = None,
         frame = lay_out(frame.document, base_url, frame.pdf)
     pdf_path.parent.mkdir(parents=True, exist_ok=True)
     partial = pdf_path.with_name(pdf_path.name + ".partial")
-    pages = join(frame, units, partial)
+    try:
+        pages = join(frame, units, partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, pdf_path)
     if prune:
         keep = {frame.pdf.stem} | {u.pdf.stem for u in units.values()}
