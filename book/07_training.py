@@ -141,7 +141,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
-from mlxllm.checkpoint import save_checkpoint
+from mlxllm.checkpoint import prune_checkpoints, save_checkpoint
 from mlxllm.data import BatchSampler
 from mlxllm.model import GPT, GPTConfig, language_model_loss
 from mlxllm.terminal import DeferredInterrupt, Progress
@@ -292,6 +292,8 @@ class TrainConfig:
         if self.grad_clip <= 0 or self.weight_decay < 0:
             raise ValueError("grad_clip must be positive and weight_decay "
                              "non-negative")
+        if not 0 <= self.seed < 2**64:  # what MLX's and NumPy's seeds take
+            raise ValueError(f"seed must be in [0, 2**64), got {self.seed}")
 
 
 def warmup_cosine(config: TrainConfig) -> Callable[[mx.array], mx.array]:
@@ -632,8 +634,11 @@ def generate(model: GPT, prompt: list[int], new_tokens: int,
 # the step may be followed by a long evaluation, and it writes straight
 # to the terminal's file descriptor: a `print` inside a signal handler
 # can collide with the `print` it interrupted. A second Ctrl-C stops at
-# once. `Progress` is the status line: on a terminal it redraws in place
-# with an estimate of the time left.
+# once. Ctrl-C also reaches the programs the run starts: while the first
+# step compiles on a CPU, the C++ compiler that `mx.compile` runs dies
+# of it and MLX raises a `RuntimeError`, which `__exit__` reports as the
+# interrupt it is. `Progress` is the status line: on a terminal it
+# redraws in place with an estimate of the time left.
 
 # %%
 #| export: terminal
@@ -665,9 +670,12 @@ class DeferredInterrupt:
         if self.notice:
             os.write(2, f"\n{self.notice}\n".encode())
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None,
+                 error: BaseException | None, traceback: object) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
+        if self.requested and isinstance(error, RuntimeError):
+            raise KeyboardInterrupt("Ctrl-C stopped MLX's compiler") from error
 
 
 class Progress:
@@ -751,12 +759,13 @@ class Trainer:
                  chars_per_token: float, tokenizer_fingerprint: str = "",
                  run_dir: Path | None = None,
                  log: Callable[[str], None] | None = print,
-                 progress: bool = False) -> None:
+                 progress: bool = False, keep: int | None = None) -> None:
         self.model, self.config = model, config
         self.val_tokens, self.chars_per_token = val_tokens, chars_per_token
         self.fingerprint = tokenizer_fingerprint
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.log, self.progress = log, progress
+        self.keep = keep  # checkpoints kept in run_dir (None: all)
         self.sampler = BatchSampler(train_tokens, config.batch_size,
                                     model.config.context, config.seed)
         self.optimizer = make_optimizer(config)
@@ -858,8 +867,11 @@ class Trainer:
         if not all_finite([self.model.parameters(), self.optimizer.state]):
             raise TrainingDiverged(f"step {self.step}: the weights or the "
                                    "optimizer's moments are not finite")
-        return save_checkpoint(self.run_dir, self.model, self.optimizer,
-                               self.record())
+        saved = save_checkpoint(self.run_dir, self.model, self.optimizer,
+                                self.record())
+        if self.keep is not None:
+            prune_checkpoints(self.run_dir, self.keep)
+        return saved
 
 # %% [markdown]
 # `build_step` is a method so that chapter 8 can swap in a step that
@@ -956,9 +968,11 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return Path(run_dir) / pointer.read_text().strip()
 
 
-def read_checkpoint(directory: Path) -> tuple[dict, dict, dict]:
+def read_checkpoint(directory: Path,
+                    optimizer: bool = True) -> tuple[dict, dict, dict]:
     """(record, weights, optimizer state) of a checkpoint, after checking
-    that every file is present and unchanged since it was written."""
+    that each file read is present and unchanged since it was written;
+    optimizer=False leaves the optimizer file unread (the state is {})."""
     directory = Path(directory)
     try:
         record = json.loads((directory / "state.json").read_text())
@@ -968,6 +982,9 @@ def read_checkpoint(directory: Path) -> tuple[dict, dict, dict]:
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{directory}/state.json is damaged "
                               f"({error})") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{directory}/state.json is damaged: not a "
+                              "JSON object")
     if record.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{directory}: checkpoint format {record.get('format')!r}, "
@@ -975,15 +992,16 @@ def read_checkpoint(directory: Path) -> tuple[dict, dict, dict]:
     hashes = record.get("sha256")
     if not isinstance(hashes, dict):
         raise CheckpointError(f"{directory}/state.json has no file hashes")
-    arrays = []
-    for file in ("model.safetensors", "optimizer.safetensors"):
+    files = ["model.safetensors", "optimizer.safetensors"]
+    arrays = [{}, {}]
+    for index, file in enumerate(files if optimizer else files[:1]):
         path = directory / file
         if not path.is_file() or file_sha256(path) != hashes.get(file):
             raise CheckpointError(
                 f"{path} is missing or differs from when it was saved; "
                 "resume from an earlier step-* directory (edit "
                 f"{directory.parent / 'latest'}) or start the run again")
-        arrays.append(mx.load(str(path)))
+        arrays[index] = mx.load(str(path))
     return record, arrays[0], arrays[1]
 
 # %% [markdown]
@@ -1025,6 +1043,11 @@ def resume(trainer: "Trainer", directory: Path | None = None) -> None:
             raise ValueError("give a checkpoint directory or a run_dir")
         directory = latest_checkpoint(trainer.run_dir)
     record, weights, optimizer_state = read_checkpoint(directory)
+    needed = ("model", "train", "tokenizer_sha256", "sampler", "step",
+              "history")
+    if missing := [key for key in needed if key not in record]:
+        raise CheckpointError(f"{directory}/state.json is damaged: it has "
+                              f"no {', '.join(missing)}")
     mine = trainer.record()
     for part in ("model", "train", "tokenizer_sha256"):
         if record[part] != mine[part]:
@@ -1032,7 +1055,13 @@ def resume(trainer: "Trainer", directory: Path | None = None) -> None:
                 f"{directory} is from another run: its {part} differs, "
                 f"{describe_difference(record[part], mine[part])}; resume "
                 "with the checkpoint's settings or use a new run directory")
-    trainer.model.load_weights(list(weights.items()), strict=True)
+    try:
+        trainer.model.load_weights(list(weights.items()), strict=True)
+    except ValueError as error:  # state.json edited by hand
+        first_line = str(error).splitlines()[0].rstrip(": ")
+        raise CheckpointError(
+            f"{directory}: the weights do not fit the model that state.json "
+            f"describes ({first_line})") from None
     trainer.optimizer.state = tree_unflatten(list(optimizer_state.items()))
     trainer.sampler.rng.bit_generator.state = record["sampler"]
     trainer.step, trainer.history = record["step"], record["history"]
@@ -1098,6 +1127,62 @@ try:
     resume(shallower, earlier)
 except CheckpointError as error:
     print(str(error).replace(str(run_dir), "RUN"))
+
+# %% [markdown]
+# Two chores keep a run directory from growing without end. A run that
+# checkpoints often fills the disk, so `prune_checkpoints` deletes all
+# but the newest `keep` checkpoints, never the one `latest` names (you
+# may have pointed it at an older one to go back); a `Trainer` given
+# `keep=3` prunes after each save, and the default, `None`, keeps them
+# all. And a process killed while it writes leaves its
+# `.step-NNNNNNN.partial-PID` directory behind, which nothing reads;
+# `remove_stale_partials` deletes those whose process is gone
+# (`os.kill(pid, 0)` sends no signal, it only asks whether the process
+# exists). `mlxllm train` calls it when it starts.
+
+# %%
+#| export: checkpoint
+def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` checkpoints of a run, never the
+    one `latest` names; return the deleted ones."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+    latest = latest_checkpoint(run_dir).name
+    saved = sorted(path for path in Path(run_dir).glob("step-*")
+                   if (path / "state.json").is_file())  # in step order
+    old = [path for path in saved[:-keep] if path.name != latest]
+    for path in old:
+        shutil.rmtree(path)
+    return old
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
+
+
+def remove_stale_partials(run_dir: Path) -> list[Path]:
+    """Delete the .step-NNNNNNN.partial-PID directories of saves whose
+    process is gone (killed while writing); return them."""
+    partials = Path(run_dir).glob(".step-*.partial-*")
+    stale = [path for path in partials
+             if (pid := path.name.rpartition("-")[2]).isdigit()
+             and not process_alive(int(pid))]
+    for path in stale:
+        shutil.rmtree(path)
+    return stale
+
+# %%
+(run_dir / "latest").write_text(f"{earlier.name}\n")  # as if gone back
+pruned = prune_checkpoints(run_dir, keep=2)
+print("deleted:", [path.name for path in pruned])
+print("kept:", sorted(path.name for path in run_dir.glob("step-*")))
 
 # %% [markdown]
 # Last, the promise about divergence. Train the baby model at a
@@ -1444,14 +1529,15 @@ Table([(f"{baby_flops_rate / 1e9:.0f} GFLOP/s (the baby run, here)",
 #   `clip_by_global_norm(grads, max_norm)`, `make_step(model, optimizer,
 #   config)`; `evaluate(model, tokens, context)`; `step_seed(seed,
 #   step)`; `Trainer(model, config, train_tokens, val_tokens,
-#   chars_per_token, tokenizer_fingerprint, run_dir, log, progress)`
-#   with `run(until)`, which stops a diverged run with
+#   chars_per_token, tokenizer_fingerprint, run_dir, log, progress,
+#   keep)` with `run(until)`, which stops a diverged run with
 #   `TrainingDiverged` (checked by `all_finite(tree)`); and
 #   `preset(name, vocab_size)` with `PRESETS` for the `mlxllm train`
 #   command;
 # - `mlxllm.checkpoint`: `save_checkpoint`, `latest_checkpoint`,
 #   `read_checkpoint`, `resume(trainer, directory)`, `CheckpointError`,
-#   `file_sha256` and `describe_difference`;
+#   `file_sha256` and `describe_difference`; `prune_checkpoints`,
+#   `remove_stale_partials` and `process_alive`;
 # - `mlxllm.generate`: `generate_stream(model, prompt, new_tokens,
 #   temperature, top_k, seed)`, which yields the ids one at a time, and
 #   `generate`, with the same arguments, which returns them in a list;

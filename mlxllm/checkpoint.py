@@ -28,10 +28,11 @@ from mlx.utils import tree_flatten, tree_unflatten
 __all__ = [
     "CHECKPOINT_FORMAT", "CheckpointError", "file_sha256", "save_checkpoint",
     "latest_checkpoint", "read_checkpoint", "describe_difference", "resume",
+    "prune_checkpoints", "process_alive", "remove_stale_partials",
 ]
 
 
-# book/07_training.py:891
+# book/07_training.py:903
 if TYPE_CHECKING:
     from mlxllm.train import Trainer
 
@@ -76,7 +77,7 @@ def save_checkpoint(run_dir: Path, model: nn.Module,
     return final
 
 
-# book/07_training.py:948
+# book/07_training.py:960
 def latest_checkpoint(run_dir: Path) -> Path:
     """The directory `latest` names; CheckpointError if there is none."""
     pointer = Path(run_dir) / "latest"
@@ -87,9 +88,11 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return Path(run_dir) / pointer.read_text().strip()
 
 
-def read_checkpoint(directory: Path) -> tuple[dict, dict, dict]:
+def read_checkpoint(directory: Path,
+                    optimizer: bool = True) -> tuple[dict, dict, dict]:
     """(record, weights, optimizer state) of a checkpoint, after checking
-    that every file is present and unchanged since it was written."""
+    that each file read is present and unchanged since it was written;
+    optimizer=False leaves the optimizer file unread (the state is {})."""
     directory = Path(directory)
     try:
         record = json.loads((directory / "state.json").read_text())
@@ -99,6 +102,9 @@ def read_checkpoint(directory: Path) -> tuple[dict, dict, dict]:
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{directory}/state.json is damaged "
                               f"({error})") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{directory}/state.json is damaged: not a "
+                              "JSON object")
     if record.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{directory}: checkpoint format {record.get('format')!r}, "
@@ -106,19 +112,20 @@ def read_checkpoint(directory: Path) -> tuple[dict, dict, dict]:
     hashes = record.get("sha256")
     if not isinstance(hashes, dict):
         raise CheckpointError(f"{directory}/state.json has no file hashes")
-    arrays = []
-    for file in ("model.safetensors", "optimizer.safetensors"):
+    files = ["model.safetensors", "optimizer.safetensors"]
+    arrays = [{}, {}]
+    for index, file in enumerate(files if optimizer else files[:1]):
         path = directory / file
         if not path.is_file() or file_sha256(path) != hashes.get(file):
             raise CheckpointError(
                 f"{path} is missing or differs from when it was saved; "
                 "resume from an earlier step-* directory (edit "
                 f"{directory.parent / 'latest'}) or start the run again")
-        arrays.append(mx.load(str(path)))
+        arrays[index] = mx.load(str(path))
     return record, arrays[0], arrays[1]
 
 
-# book/07_training.py:1010
+# book/07_training.py:1028
 def describe_difference(saved: object, current: object) -> str:
     """'n_layer: 4 there, 6 here' for each field two dicts disagree on."""
     if not (isinstance(saved, dict) and isinstance(current, dict)):
@@ -136,6 +143,11 @@ def resume(trainer: "Trainer", directory: Path | None = None) -> None:
             raise ValueError("give a checkpoint directory or a run_dir")
         directory = latest_checkpoint(trainer.run_dir)
     record, weights, optimizer_state = read_checkpoint(directory)
+    needed = ("model", "train", "tokenizer_sha256", "sampler", "step",
+              "history")
+    if missing := [key for key in needed if key not in record]:
+        raise CheckpointError(f"{directory}/state.json is damaged: it has "
+                              f"no {', '.join(missing)}")
     mine = trainer.record()
     for part in ("model", "train", "tokenizer_sha256"):
         if record[part] != mine[part]:
@@ -143,8 +155,52 @@ def resume(trainer: "Trainer", directory: Path | None = None) -> None:
                 f"{directory} is from another run: its {part} differs, "
                 f"{describe_difference(record[part], mine[part])}; resume "
                 "with the checkpoint's settings or use a new run directory")
-    trainer.model.load_weights(list(weights.items()), strict=True)
+    try:
+        trainer.model.load_weights(list(weights.items()), strict=True)
+    except ValueError as error:  # state.json edited by hand
+        first_line = str(error).splitlines()[0].rstrip(": ")
+        raise CheckpointError(
+            f"{directory}: the weights do not fit the model that state.json "
+            f"describes ({first_line})") from None
     trainer.optimizer.state = tree_unflatten(list(optimizer_state.items()))
     trainer.sampler.rng.bit_generator.state = record["sampler"]
     trainer.step, trainer.history = record["step"], record["history"]
     trainer.train_step = trainer.build_step()
+
+
+# book/07_training.py:1144
+def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` checkpoints of a run, never the
+    one `latest` names; return the deleted ones."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+    latest = latest_checkpoint(run_dir).name
+    saved = sorted(path for path in Path(run_dir).glob("step-*")
+                   if (path / "state.json").is_file())  # in step order
+    old = [path for path in saved[:-keep] if path.name != latest]
+    for path in old:
+        shutil.rmtree(path)
+    return old
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
+
+
+def remove_stale_partials(run_dir: Path) -> list[Path]:
+    """Delete the .step-NNNNNNN.partial-PID directories of saves whose
+    process is gone (killed while writing); return them."""
+    partials = Path(run_dir).glob(".step-*.partial-*")
+    stale = [path for path in partials
+             if (pid := path.name.rpartition("-")[2]).isdigit()
+             and not process_alive(int(pid))]
+    for path in stale:
+        shutil.rmtree(path)
+    return stale

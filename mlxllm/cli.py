@@ -6,10 +6,15 @@ import argparse
 import ast
 import codecs
 import dataclasses
+import fcntl
 import inspect
 import itertools
 import json
+import math
+import os
+import re
 import shlex
+import struct
 import sys
 import textwrap
 import typing
@@ -18,8 +23,23 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from mlxllm.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint, resume
-from mlxllm.data import CorpusNotFoundError, cache_dir, encode_splits, load_corpus, split_train_val
+from mlxllm.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    read_checkpoint,
+    remove_stale_partials,
+    resume,
+)
+from mlxllm.data import (
+    CORPUS_URL,
+    CorpusNotFoundError,
+    cache_dir,
+    encode_splits,
+    load_corpus,
+    read_verified,
+    search_dirs,
+    split_train_val,
+)
 from mlxllm.generate import generate, generate_stream
 from mlxllm.laptop import MemorySavingConfig, MemorySavingTrainer
 from mlxllm.model import GPT, GPTConfig, count_parameters
@@ -36,6 +56,9 @@ from mlxllm.train import PRESETS, TrainConfig, Trainer, TrainingDiverged, preset
 RUN_CONFIG, RUN_TRAINER = MemorySavingConfig, MemorySavingTrainer
 
 TOKENIZER_FILE = "tokenizer.txt"
+LOCK_FILE = ".lock"
+DEFAULT_PRESET = "baby"
+KEEP = 3  # checkpoints kept in a run directory, by default
 BPE_VOCAB_SIZE = 1024
 SAMPLE_TOKENS = 200
 TEMPERATURE, TOP_K = 0.8, 200  # nanoGPT's sampling defaults
@@ -149,6 +172,10 @@ def flag_settings(args: argparse.Namespace) -> dict[str, object]:
 def build(cls: type[Config], values: dict[str, object], source: str) -> Config:
     """A configuration from the entries of `values` that are its fields, checked."""
     names = {field.name for field in dataclasses.fields(cls)}
+    for name, value in values.items():
+        if name in names and isinstance(value, float) and not math.isfinite(value):
+            raise CommandError(f"invalid configuration ({source}): {name} must be a finite "
+                               f"number, got {value}")
     try:
         return cls(**{key: value for key, value in values.items() if key in names})
     except (TypeError, ValueError) as error:
@@ -203,14 +230,18 @@ def read_run_tokenizer(run_dir: Path, checkpoint: Path, record: dict) -> Tokeniz
 
 
 def read_record(checkpoint: Path) -> tuple[dict, dict]:
-    """(record, weights) of a checkpoint, checked whole."""
+    """(record, weights) of a checkpoint, checked; the optimizer file, which only resuming
+    reads, is left to resume() to check."""
     try:
-        record, weights, _ = read_checkpoint(checkpoint)
+        record, weights, _ = read_checkpoint(checkpoint, optimizer=False)
     except (KeyError, TypeError) as error:
         raise CommandError(f"{checkpoint}/state.json is damaged (at {error})") from None
     missing = [key for key in ("step", "model", "train", "tokenizer_sha256") if key not in record]
     if missing:
         raise CommandError(f"{checkpoint}/state.json is damaged: no {', '.join(missing)}")
+    for key in ("model", "train"):
+        if not isinstance(record[key], dict):
+            raise CommandError(f"{checkpoint}/state.json is damaged: {key} is not a JSON object")
     return record, weights
 
 
@@ -241,6 +272,79 @@ def load_model(checkpoint: Path) -> tuple[GPT, Tokenizer]:
     return model, tokenizer
 
 
+# --- MLX's compile cache ----------------------------------------------------------------------
+
+def compile_cache_dir() -> Path:
+    """Where MLX keeps the CPU kernels that mx.compile builds: <temp>/mlx/<version>/cpu, with
+    <temp> found as C++'s std::filesystem::temp_directory_path finds it."""
+    temp = next((os.environ[name] for name in ("TMPDIR", "TMP", "TEMP", "TEMPDIR")
+                 if os.environ.get(name)), "/tmp")
+    return Path(temp) / "mlx" / mx.__version__ / "cpu"
+
+
+def kernel_problem(path: Path) -> str | None:
+    """Why a compiled kernel cannot load (empty, cut short, not a library), or None. A compiler
+    stopped by Ctrl-C leaves such a file, and MLX loads it again every time, and fails."""
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        header = file.read(64)
+    if not header:
+        return "empty"
+    if header[:4] in (b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe"):  # Mach-O, Mach-O universal
+        return None
+    if header[:4] != b"\x7fELF":
+        return "not a shared library"
+    if len(header) < 64:
+        return "truncated"
+    if header[4:6] != b"\x02\x01":  # not 64-bit little-endian: not checked further
+        return None
+    (table,) = struct.unpack_from("<Q", header, 0x28)  # the section headers, which end the file
+    entry_size, entries = struct.unpack_from("<HH", header, 0x3A)
+    end = table + entry_size * entries
+    return f"truncated: {size:,} of {end:,} bytes" if size < end else None
+
+
+def broken_kernels(directory: Path) -> dict[Path, str]:
+    """The entries of a compile cache directory that cannot load, and why."""
+    broken = {}
+    for path in sorted(directory.glob("lib*.so")):
+        try:
+            problem = kernel_problem(path)
+        except FileNotFoundError:  # removed meanwhile by another process
+            continue
+        except OSError as error:
+            problem = f"unreadable: {error.strerror}"
+        if problem is not None:
+            broken[path] = problem
+    return broken
+
+
+def repair_compile_cache() -> None:
+    """Remove the broken entries of MLX's compile cache, so that MLX builds them again."""
+    for path, problem in broken_kernels(compile_cache_dir()).items():
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            print(f"mlxllm: MLX's compile cache holds a broken kernel, {path} ({problem}), that "
+                  f"cannot be removed ({error.strerror}): delete it (rm {shlex.quote(str(path))})",
+                  file=sys.stderr)
+            continue
+        print(f"mlxllm: removed a broken entry of MLX's compile cache: {path} ({problem}); MLX "
+              "compiles it again", file=sys.stderr)
+
+
+def kernel_error(error: RuntimeError) -> str | None:
+    """What to do when MLX cannot load a compiled kernel; None for any other error."""
+    found = re.match(r"Could not load C\+\+ shared library (.+?): (.+)", str(error))
+    if found is None:
+        return None
+    path, reason = found.groups()
+    advice = (f"delete it (rm {shlex.quote(path)}) and run again" if Path(path).exists()
+              else "its compiler was stopped; run again")
+    return (f"MLX could not load {path} from its compile cache ({reason}): {advice}; "
+            "`mlxllm doctor` checks the whole cache")
+
+
 # --- mlxllm train ------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -251,6 +355,52 @@ class Run:
     model_config: GPTConfig
     train_config: TrainConfig
     checkpoint: Path | None = None
+
+
+class RunDirLock:
+    """One trainer at a time in a run directory: an exclusive lock on RUN_DIR/.lock, a file
+    that names the holder's pid. The system drops the lock when its process ends, however it
+    ends, so the lock file a killed trainer leaves behind is simply taken over."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir, self.path = run_dir, run_dir / LOCK_FILE
+        self.file: typing.TextIO | None = None
+
+    def __enter__(self) -> RunDirLock:
+        while self.file is None:
+            file = self.path.open("a+", encoding="utf-8")
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.seek(0)
+                holder = file.read().strip() or "unknown"
+                file.close()
+                raise CommandError(
+                    f"{self.run_dir} is in use by another trainer (pid {holder}); wait for it "
+                    f"to finish, stop it (Ctrl-C in its terminal, or kill -INT {holder}), or "
+                    "give another --run-dir") from None
+            if self.locks_the_file_named(file):
+                self.file = file
+            else:  # its holder removed the file while letting go: lock the new one
+                file.close()
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+        return self
+
+    def locks_the_file_named(self, file: typing.TextIO) -> bool:
+        """Whether `file` is still the file at self.path."""
+        try:
+            return os.path.samestat(os.fstat(file.fileno()), os.stat(self.path))
+        except FileNotFoundError:
+            return False
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.file is not None:
+            self.path.unlink(missing_ok=True)
+            self.file.close()
+            self.file = None
 
 
 def refuse_existing_run(run_dir: Path) -> None:
@@ -265,21 +415,30 @@ def refuse_existing_run(run_dir: Path) -> None:
 
 def new_run(args: argparse.Namespace, run_dir: Path, settings: dict[str, object],
             text: str) -> Run:
-    """A fresh run: preset < config file < flags; the tokenizer is saved in the run dir."""
+    """A fresh run: preset < config file < flags; nothing is written yet."""
     refuse_existing_run(run_dir)
     tokenizer = make_tokenizer(args.tokenizer or "char", args.vocab_size, text)
-    values = {**preset_values(args.preset), **settings, "vocab_size": tokenizer.vocab_size}
-    model_config, train_config = build_configs(values, f"preset {args.preset} with your settings")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(run_dir / TOKENIZER_FILE)
+    name = args.preset or DEFAULT_PRESET
+    values = {**preset_values(name), **settings, "vocab_size": tokenizer.vocab_size}
+    model_config, train_config = build_configs(values, f"preset {name} with your settings")
     return Run(tokenizer, model_config, train_config)
+
+
+def check_resumable(run_dir: Path) -> None:
+    """--resume needs the directory of a run."""
+    if run_dir.is_file():
+        raise CommandError(f"--resume: {run_dir} is a file, not a run directory; give the "
+                           "--run-dir of the run")
+    if not run_dir.is_dir():
+        raise CommandError(f"--resume: {run_dir} does not exist; give the --run-dir of the run")
 
 
 def resumed_run(args: argparse.Namespace, run_dir: Path, settings: dict[str, object]) -> Run:
     """The run in run_dir, with the configuration its latest checkpoint holds."""
-    if not run_dir.is_dir():
-        raise CommandError(f"--resume: {run_dir} does not exist; give the --run-dir of the run")
     checkpoint = latest_checkpoint(run_dir)
+    if args.preset is not None:
+        print(f"mlxllm: note: --preset {args.preset} is not applied with --resume; the run "
+              f"continues with the configuration stored in {checkpoint}", file=sys.stderr)
     record, _ = read_record(checkpoint)
     tokenizer = read_run_tokenizer(run_dir, checkpoint, record)
     saved = {**record["model"], **record["train"], "tokenizer": tokenizer_kind(tokenizer)}
@@ -338,19 +497,32 @@ def continue_command(args: argparse.Namespace, run_dir: Path) -> str:
         words += ["--eval-tokens", str(args.eval_tokens)]
     if args.sample_tokens != SAMPLE_TOKENS:
         words += ["--sample-tokens", str(args.sample_tokens)]
+    if args.keep != KEEP:
+        words += ["--keep", str(args.keep)]
     return shlex.join(words)
 
 
-def report_interrupt(args: argparse.Namespace, run_dir: Path) -> int:
-    """After Ctrl-C: where the run was saved and how to go on."""
+def report_interrupt(args: argparse.Namespace, run_dir: Path, step: int, first_step: int) -> int:
+    """After Ctrl-C at `step` of a run that started at `first_step`: what was saved (after a
+    second Ctrl-C, the checkpoint `latest` names is an older one) and how to go on."""
     clear_status_line()
     try:
-        checkpoint = latest_checkpoint(run_dir)
+        checkpoint: Path | None = latest_checkpoint(run_dir)
     except CheckpointError:
-        print("\nmlxllm: interrupted before the first checkpoint", file=sys.stderr)
+        checkpoint = None
+    saved = checkpoint is not None and checkpoint.name == f"step-{step:07d}"
+    if step == first_step:
+        said = "interrupted before the first step; nothing to save"
+    elif saved:
+        said = f"interrupted; checkpoint saved in {checkpoint}"
+    else:
+        said = f"interrupted after step {step}, before its checkpoint was saved"
+    if checkpoint is None:
+        print(f"\nmlxllm: {said}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"\nmlxllm: interrupted; checkpoint saved in {checkpoint}\n"
-          f"continue with: {continue_command(args, run_dir)}", file=sys.stderr)
+    last = "" if saved else f"; the last checkpoint is {checkpoint}"
+    print(f"\nmlxllm: {said}{last}\ncontinue with: {continue_command(args, run_dir)}",
+          file=sys.stderr)
     return EXIT_INTERRUPTED
 
 
@@ -371,14 +543,30 @@ def report_divergence(error: TrainingDiverged, run_dir: Path, config: TrainConfi
 
 
 def train_command(args: argparse.Namespace) -> int:
-    """Train a GPT on Tiny Shakespeare into a run directory, or resume one."""
-    run_dir = args.run_dir or Path("runs") / args.preset
+    """Train a GPT on Tiny Shakespeare into a run directory, or resume one; one trainer at a
+    time in a run directory (RunDirLock)."""
+    run_dir = args.run_dir or Path("runs") / (args.preset or DEFAULT_PRESET)
     settings = {**(read_config_file(args.config) if args.config else {}), **flag_settings(args)}
     text = load_corpus()
     if args.resume:
-        run = resumed_run(args, run_dir, settings)
-    else:
-        run = new_run(args, run_dir, settings, text)
+        check_resumable(run_dir)
+        with RunDirLock(run_dir):
+            return run_training(args, run_dir, resumed_run(args, run_dir, settings), text)
+    run = new_run(args, run_dir, settings, text)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunDirLock(run_dir):
+        refuse_existing_run(run_dir)  # again: a trainer that held the lock may have made one
+        run.tokenizer.save(run_dir / TOKENIZER_FILE)
+        return run_training(args, run_dir, run, text)
+
+
+def run_training(args: argparse.Namespace, run_dir: Path, run: Run, text: str) -> int:
+    """Train `run` in run_dir, which this process has locked, after clearing what killed
+    processes left: broken kernels in MLX's compile cache, unfinished checkpoints."""
+    repair_compile_cache()
+    for partial in remove_stale_partials(run_dir):
+        print(f"mlxllm: removed {partial.name}, left by a process that was killed while saving",
+              file=sys.stderr)
     train_ids, all_val_ids = encode_splits(run.tokenizer, text, cache_dir() / "tokens")
     val_ids = all_val_ids[:args.eval_tokens]
     if len(val_ids) <= run.model_config.context:
@@ -390,16 +578,19 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         trainer = RUN_TRAINER(model, run.train_config, train_ids, val_ids, chars_per_token,
                               run.tokenizer.fingerprint(), run_dir=run_dir, progress=True,
-                              log=evaluation_log(model, run.tokenizer, args.sample_tokens))
+                              log=evaluation_log(model, run.tokenizer, args.sample_tokens),
+                              keep=args.keep or None)
     except ValueError as error:
         raise CommandError(f"cannot train this configuration: {error}") from None
     if run.checkpoint is not None:
         resume(trainer, run.checkpoint)
     print(describe(run, trainer, len(train_ids), len(val_ids)), flush=True)
+    first_step = trainer.step
     try:
         trainer.run()
     except KeyboardInterrupt:
-        return report_interrupt(args, run_dir)
+        repair_compile_cache()  # Ctrl-C in the first step may have cut a kernel short
+        return report_interrupt(args, run_dir, trainer.step, first_step)
     except TrainingDiverged as error:
         return report_divergence(error, run_dir, run.train_config)
     print(f"done: {latest_checkpoint(run_dir)}\ntry it: "
@@ -446,32 +637,67 @@ def generate_command(args: argparse.Namespace) -> int:
 
 # --- mlxllm doctor -----------------------------------------------------------------------------
 
+def corpus_check() -> tuple[str, bool]:
+    """Where the corpus is and whether its SHA-256 is right (False: it is not)."""
+    filename = "tinyshakespeare.txt"
+    for directory in search_dirs():
+        if (directory / filename).is_file():
+            try:
+                read_verified(directory / filename)
+            except CorpusNotFoundError as error:
+                return str(error), False
+            return f"{directory / filename} (SHA-256 as expected)", True
+    url = os.environ.get("MLXLLM_CORPUS_URL", CORPUS_URL)
+    return (f"not in {' or '.join(map(str, search_dirs()))}; mlxllm train downloads it from "
+            f"{url}"), True
+
+
+def compile_cache_check() -> tuple[str, bool]:
+    """How many kernels MLX's compile cache holds and which are broken (False: some are)."""
+    directory = compile_cache_dir()
+    kernels = len(list(directory.glob("lib*.so")))
+    broken = broken_kernels(directory)
+    if not broken:
+        return f"{directory}: {kernels} kernels, no broken entries", True
+    lines = [f"{directory}: {kernels} kernels, {len(broken)} broken (mlxllm train removes "
+             "them, or delete them yourself):"]
+    lines += [f"{path} ({problem})" for path, problem in broken.items()]
+    return "\n".join(lines), False
+
+
 def doctor(args: argparse.Namespace) -> int:
-    """Print the platform, MLX set-up, BLAS in use and a measured matmul speed."""
+    """Print the platform, MLX set-up, BLAS in use, a measured matmul speed, and check the
+    corpus and MLX's compile cache; exit code 1 when one of them is wrong."""
     from mlxllm.hardware import describe_machine, matmul_gflops
 
     facts = describe_machine()
     facts["f32 matmul"] = f"{matmul_gflops(args.size):.1f} GFLOP/s at n={args.size}"
+    (facts["corpus"], corpus_ok), (facts["compile cache"], cache_ok) = (corpus_check(),
+                                                                        compile_cache_check())
     width = max(map(len, facts))
     for name, value in facts.items():
-        print(f"{name:<{width}}  {value}")
+        print(f"{name:<{width}}  {value}".replace("\n", "\n" + " " * (width + 4)))
     if "reference BLAS" in facts["BLAS"]:
         print("\nMatrix products are slow here: install the system OpenBLAS "
               "(Debian/Ubuntu: apt-get install libopenblas0-pthread).")
-    return 0
+    return 0 if corpus_ok and cache_ok else 1
 
 
 # --- the parser --------------------------------------------------------------------------------
 
-def bounded(kind: type, low: float) -> Callable[[str], object]:
-    """An argparse type: a number of `kind` that is at least `low`."""
+def bounded(kind: type, low: float, high: float | None = None) -> Callable[[str], object]:
+    """An argparse type: a finite number of `kind` from `low` to `high` (None: no limit)."""
     def parse(text: str) -> object:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {text}")
         return value
 
     return parse
@@ -518,9 +744,10 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "--config, then the flags. The run directory keeps tokenizer.txt and a checkpoint "
         "(step-NNNNNNN/) every checkpoint_every steps; Ctrl-C finishes the step, saves and "
         "prints the command that continues the run.")
-    command.add_argument("--preset", choices=PRESETS, default="baby",
+    command.add_argument("--preset", choices=PRESETS,
                          help="baby: a small model for a laptop's CPU; full: nanoGPT's "
-                         "Shakespeare model, for a Mac's GPU (default baby)")
+                         f"Shakespeare model, for a Mac's GPU (default {DEFAULT_PRESET}); "
+                         "not applied with --resume")
     command.add_argument("--config", type=Path, metavar="FILE",
                          help="a .toml or .json file of field = value, for the fields below")
     command.add_argument("--tokenizer", choices=("char", "bpe"),
@@ -540,6 +767,9 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--sample-tokens", type=bounded(int, 0), default=SAMPLE_TOKENS,
                          metavar="N", help="length of the sample printed at each evaluation "
                          f"(default {SAMPLE_TOKENS}; 0: none)")
+    command.add_argument("--keep", type=bounded(int, 0), default=KEEP, metavar="N",
+                         help="keep the newest N checkpoints in the run directory, and the one "
+                         f"'latest' names (default {KEEP}; 0: keep them all)")
     add_config_flags(command)
     command.set_defaults(run=train_command)
 
@@ -560,7 +790,8 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
                          f"adventurous (default {TEMPERATURE})")
     command.add_argument("--top-k", type=bounded(int, 1), default=TOP_K, metavar="K",
                          help=f"draw from the K likeliest tokens only (default {TOP_K})")
-    command.add_argument("--seed", type=int, default=0, help="same seed, same text (default 0)")
+    command.add_argument("--seed", type=bounded(int, 0, 2**64 - 1), default=0,
+                         help="same seed, same text (default 0)")
     command.set_defaults(run=generate_command)
 
 
@@ -572,8 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(commands)
     add_generate_command(commands)
     check = commands.add_parser("doctor", help="check this machine's MLX set-up")
-    check.add_argument("--size", type=int, default=1024,
-                       help="matrix size n of the timed n×n product (default 1024)")
+    check.add_argument("--size", type=bounded(int, 1, 8192), default=1024,
+                       help="matrix size n of the timed n×n product, 1 to 8192 (default 1024)")
     check.set_defaults(run=doctor)
     return parser
 
@@ -590,6 +821,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nmlxllm: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except RuntimeError as error:  # MLX's; a message for the ones a user can mend
+        message = kernel_error(error)
+        if message is None:
+            raise
+        print(f"mlxllm: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from typing import TextIO
 __all__ = ["DeferredInterrupt", "Progress"]
 
 
-# book/07_training.py:639
+# book/07_training.py:644
 class DeferredInterrupt:
     """Inside the block Ctrl-C sets `requested` instead of raising, so a
     step is never cut in half; a second Ctrl-C raises at once."""
@@ -44,9 +44,12 @@ class DeferredInterrupt:
         if self.notice:
             os.write(2, f"\n{self.notice}\n".encode())
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None,
+                 error: BaseException | None, traceback: object) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
+        if self.requested and isinstance(error, RuntimeError):
+            raise KeyboardInterrupt("Ctrl-C stopped MLX's compiler") from error
 
 
 class Progress:

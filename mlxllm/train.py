@@ -27,7 +27,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
-from mlxllm.checkpoint import save_checkpoint
+from mlxllm.checkpoint import prune_checkpoints, save_checkpoint
 from mlxllm.data import BatchSampler
 from mlxllm.model import GPT, GPTConfig, language_model_loss
 from mlxllm.terminal import DeferredInterrupt, Progress
@@ -102,6 +102,8 @@ class TrainConfig:
         if self.grad_clip <= 0 or self.weight_decay < 0:
             raise ValueError("grad_clip must be positive and weight_decay "
                              "non-negative")
+        if not 0 <= self.seed < 2**64:  # what MLX's and NumPy's seeds take
+            raise ValueError(f"seed must be in [0, 2**64), got {self.seed}")
 
 
 def warmup_cosine(config: TrainConfig) -> Callable[[mx.array], mx.array]:
@@ -129,7 +131,7 @@ def make_optimizer(config: TrainConfig) -> MatrixAdamW:
                        bias_correction=True)
 
 
-# book/07_training.py:371
+# book/07_training.py:373
 def global_norm(tree: dict) -> mx.array:
     """The L2 norm of all the arrays in a tree, as if they were one
     vector."""
@@ -146,7 +148,7 @@ def clip_by_global_norm(grads: dict, max_norm: float) -> tuple[dict,
     return tree_map(lambda g: g * scale, grads), norm
 
 
-# book/07_training.py:416
+# book/07_training.py:418
 StepFn = Callable[[mx.array, mx.array], tuple[mx.array, mx.array]]
 
 
@@ -169,7 +171,7 @@ def make_step(model: nn.Module, optimizer: optim.Optimizer,
     return mx.compile(step, inputs=state, outputs=state)
 
 
-# book/07_training.py:499
+# book/07_training.py:501
 def evaluate(model: nn.Module, tokens: np.ndarray, context: int,
              batch_size: int = 64) -> float:
     """Mean loss per token over every whole window of `tokens`, in order:
@@ -190,7 +192,7 @@ def evaluate(model: nn.Module, tokens: np.ndarray, context: int,
     return total / windows
 
 
-# book/07_training.py:709
+# book/07_training.py:717
 def step_seed(seed: int, step: int) -> int:
     """The seed of MLX's generator at a step (dropout draws from it).
     MLX cannot set its generator's state, so the loop re-seeds it each
@@ -198,7 +200,7 @@ def step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
-# book/07_training.py:728
+# book/07_training.py:736
 STOPPING_NOTICE = ("Ctrl-C: stopping after the current step or "
                    "evaluation; press it again to stop at once")
 
@@ -214,7 +216,7 @@ def all_finite(tree: object) -> bool:
                for _, value in tree_flatten(tree))
 
 
-# book/07_training.py:744
+# book/07_training.py:752
 class Trainer:
     """Runs a TrainConfig on a GPT: steps, evaluation in nats per
     character, logging, checkpoints and resuming."""
@@ -224,12 +226,13 @@ class Trainer:
                  chars_per_token: float, tokenizer_fingerprint: str = "",
                  run_dir: Path | None = None,
                  log: Callable[[str], None] | None = print,
-                 progress: bool = False) -> None:
+                 progress: bool = False, keep: int | None = None) -> None:
         self.model, self.config = model, config
         self.val_tokens, self.chars_per_token = val_tokens, chars_per_token
         self.fingerprint = tokenizer_fingerprint
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.log, self.progress = log, progress
+        self.keep = keep  # checkpoints kept in run_dir (None: all)
         self.sampler = BatchSampler(train_tokens, config.batch_size,
                                     model.config.context, config.seed)
         self.optimizer = make_optimizer(config)
@@ -331,11 +334,14 @@ class Trainer:
         if not all_finite([self.model.parameters(), self.optimizer.state]):
             raise TrainingDiverged(f"step {self.step}: the weights or the "
                                    "optimizer's moments are not finite")
-        return save_checkpoint(self.run_dir, self.model, self.optimizer,
-                               self.record())
+        saved = save_checkpoint(self.run_dir, self.model, self.optimizer,
+                                self.record())
+        if self.keep is not None:
+            prune_checkpoints(self.run_dir, self.keep)
+        return saved
 
 
-# book/07_training.py:1388
+# book/07_training.py:1473
 PRESETS = ("baby", "full")
 
 

@@ -244,7 +244,7 @@ def test_resume_refuses_settings_that_contradict_the_checkpoint(
 
 def test_resume_with_agreeing_settings_continues_the_run(mlxllm: Callable[..., Outcome],
                                                          tmp_path: Path) -> None:
-    tiny_run(mlxllm, "--steps", "12")
+    tiny_run(mlxllm, "--steps", "12", "--keep", "0")  # every checkpoint
     (tmp_path / "runs/baby/latest").write_text("step-0000003\n")  # as if stopped at step 3
     resumed = mlxllm("train", "--resume", "--n-layer", "1", "--eval-tokens", "512")
     assert resumed.code == 0, resumed.err
