@@ -547,7 +547,89 @@ print(Block(block_config)(x_block, causal_mask(16)).shape)
 
 # %% [markdown]
 # A block maps (batch, positions, width) to the same shape, which is what
-# lets you stack as many as you like.
+# %%
+#| echo: false
+#| label: fig-block-norms
+#| fig-cap: The two blocks as their `__call__` methods compute them, boxes named as the modules in the code; the thick line is the residual stream. Pre-norm (top) normalizes only what each branch reads, so the stream runs from input to output through additions alone; post-norm (bottom) puts `norm1` and `norm2` on the stream itself. Dropout on each branch's output, when configured, is not drawn.
+from matplotlib.patches import Circle, FancyBboxPatch
+
+sublayer_colors = {"norm": "#F0E442", "attention": "#56B4E9",
+                   "feed_forward": "#CC79A7"}
+
+
+def sublayer(ax, x, y, name):
+    """A box for one of the block's modules, named as in the code; returns
+    its right edge."""
+    width = 0.42 * len(name) + 0.9
+    color = sublayer_colors["norm" if name.startswith("norm") else name]
+    ax.add_patch(FancyBboxPatch((x, y - 0.45), width, 0.9,
+                                boxstyle="round,pad=0,rounding_size=0.15",
+                                facecolor=color, edgecolor="black",
+                                linewidth=0.7, zorder=3))
+    ax.text(x + width / 2, y, name, ha="center", va="center", fontsize=8,
+            family="DejaVu Sans Mono", zorder=4)
+    return x + width
+
+
+def line(ax, xs, ys, arrow=False, width=0.9):
+    """A polyline, with an arrowhead on its last stretch when `arrow`."""
+    if arrow:
+        ax.annotate("", xy=(xs[-1], ys[-1]), xytext=(xs[-2], ys[-2]),
+                    arrowprops=dict(arrowstyle="->", linewidth=width,
+                                    shrinkA=0, shrinkB=0))
+        xs, ys = xs[:-1], ys[:-1]
+    ax.plot(xs, ys, color="black", linewidth=width, zorder=1)
+
+
+def block_row(ax, y, parts, title):
+    """One block drawn along its residual stream at height y. `parts`
+    lists, in order, branches (a tuple of sublayers that read the stream
+    and add to it) and names of modules that sit on the stream itself."""
+    stream = 1.8  # the residual stream is drawn thicker than the branches
+    ax.text(-0.6, y + 2.3, title, fontsize=9, ha="left")
+    ax.text(-0.3, y, "x", ha="right", va="center", fontsize=9)
+    x = 0.0
+    for part in parts:
+        if isinstance(part, tuple):  # a residual branch
+            fork, rise = x + 0.6, y + 1.3
+            ax.plot(fork, y, "o", color="black", markersize=3.5, zorder=3)
+            line(ax, [x, fork + 0.4], [y, y], width=stream)
+            line(ax, [fork, fork, fork + 0.5], [y, rise, rise], arrow=True)
+            x = fork + 0.5
+            for name in part:
+                x = sublayer(ax, x, rise, name)
+                line(ax, [x, x + 0.5], [rise, rise], arrow=True)
+                x += 0.5
+            plus = x + 0.2
+            line(ax, [x - 0.5, plus, plus], [rise, rise, y + 0.32], arrow=True)
+            line(ax, [fork + 0.4, plus - 0.32], [y, y], arrow=True,
+                 width=stream)
+            ax.add_patch(Circle((plus, y), 0.32, facecolor="white",
+                                edgecolor="black", linewidth=1, zorder=3))
+            ax.text(plus, y, "+", ha="center", va="center", fontsize=9,
+                    zorder=4)
+            x = plus + 0.32
+        else:  # a module on the stream
+            line(ax, [x, x + 0.6], [y, y], arrow=True, width=stream)
+            x = sublayer(ax, x + 0.6, y, part)
+    line(ax, [x, x + 0.8], [y, y], arrow=True, width=stream)
+    ax.text(x + 1.0, y, "next block", va="center", fontsize=7.5)
+
+
+fig, ax = plt.subplots(figsize=(5.6, 2.6))
+block_row(ax, 4.4, [("norm1", "attention"), ("norm2", "feed_forward")],
+          "pre-norm: Block (GPT-2)")
+block_row(ax, 0, [("attention",), "norm1", ("feed_forward",), "norm2"],
+          "post-norm: PostNormBlock (Vaswani et al., 2017)")
+ax.set_xlim(-0.8, 25.5)
+ax.set_ylim(-0.7, 7.2)
+ax.set_aspect("equal")
+ax.set_axis_off()
+
+# lets you stack as many as you like. @fig-block-norms draws the two
+# orders: in `Block` nothing but additions lies on the residual stream,
+# while `PostNormBlock` sends the whole stream through a normalization
+# after every sublayer.
 #
 # ## The GPT
 #
