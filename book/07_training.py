@@ -348,16 +348,23 @@ assert mx.allclose(ours(all_steps), mx.array([theirs(s) for s in range(
 # %%
 #| echo: false
 #| label: fig-schedule
-#| fig-cap: The learning rate at each step of the baby run. The inset shows the 100-step warm-up.
+#| fig-cap: The learning rate at each step of the baby run (left) and over its first 150 steps (right): a linear warm-up to the peak, then a cosine decay to the floor. The dotted line marks the end of the 100-step warm-up.
 rates = np.array(ours(all_steps))
-figure, axis = plt.subplots(figsize=(6, 2.8))
-axis.plot(rates)
-axis.set_xlabel("step")
-axis.set_ylabel("learning rate")
-inset = axis.inset_axes([0.55, 0.45, 0.4, 0.45])
-inset.plot(rates[:150])
-inset.set_title("first 150 steps", fontsize=8)
-inset.tick_params(labelsize=7)
+warmup = schedule_config.warmup_steps
+figure, axes = plt.subplots(1, 2, figsize=(5.6, 2.5), sharey=True,
+                            width_ratios=[2, 1])
+axes[0].plot(rates * 1e3)
+axes[0].set_title("all steps")
+zoom = np.arange(int(1.5 * warmup))
+axes[1].plot(zoom, rates[zoom] * 1e3)
+axes[1].set_title(f"first {len(zoom)} steps")
+for axis in axes:
+    axis.axvline(warmup, color="black", linestyle=":", linewidth=0.8)
+    axis.set_xlabel("step")
+axes[1].text(warmup + 3, 0.05, "end of\nwarm-up", fontsize=7.5,
+             va="bottom")
+axes[0].set_ylabel("learning rate (×10⁻³)")
+figure.tight_layout()
 
 # %% [markdown]
 # ## Clipping the gradient
