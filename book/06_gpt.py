@@ -392,9 +392,11 @@ Table(ffn_rows, ["activation", "hidden", "parameters", "forward (ms)"])
 # {{ ffn_ms["nn.gelu"] / ffn_ms["relu"]:.1f }} times with `nn.gelu`: the
 # matrix products cost the same, and the rest is the elementwise work.
 # SwiGLU pays for a SiLU, which needs an exponential, on two-thirds as
-# many elements. On an Apple GPU the elementwise work hides behind the
-# matrix products and the differences shrink; quality, not speed, is why
-# large models choose SwiGLU (Shazeer, 2020).
+# many elements. This book did not measure an Apple GPU; there we expect
+# the differences to shrink, because what is slow here is MLX's CPU code
+# for element-wise functions, while a GPU spreads element-wise work over
+# thousands of lanes. Quality, not speed, is why large models choose
+# SwiGLU (Shazeer, 2020).
 #
 # ## Two ways to build a block
 #
@@ -857,7 +859,7 @@ for name, model_class in (("pre-norm", GPT), ("post-norm", PostNormGPT)):
     curves[name] = train_curve(model_class(depth_config), depth_steps, 2)
 depth_seconds = time.perf_counter() - depth_seconds
 tail = max(1, depth_steps // 10)
-final_losses = {name: np.mean(c[-tail:]) for name, c in curves.items()}
+final_losses = {name: float(np.mean(c[-tail:])) for name, c in curves.items()}
 print({name: round(loss, 3) for name, loss in final_losses.items()},
       f"{depth_seconds:.0f} s")
 assert all(c[-1] < uniform_loss for c in curves.values())
@@ -985,8 +987,12 @@ Table(memory_rows, ["preset", "parameters", "float32", "bfloat16",
 # @tbl-memory makes the point that matters at scale: these models fit
 # anywhere, but the same sixteen bytes a parameter mean that a
 # seven-billion-parameter model needs {{ seven_billion_training_gb:.0f }}
-# GB to train naively, which is why later chapters train in lower
-# precision.
+# GB to train naively. Lower precision is the obvious remedy, and chapter
+# 8 measures what it buys: its mixed precision keeps these sixteen bytes in
+# float32 and adds a bfloat16 copy of the weights, eighteen bytes a
+# parameter, and saves its memory on the activations instead; only
+# training wholly in bfloat16 halves the sixteen bytes, and chapter 8 shows
+# what that costs in accuracy.
 #
 # ## Arithmetic and time
 #
@@ -1053,8 +1059,10 @@ print(f"{baby_flops / 1e9:.2f} GFLOP per step at {machine_gflops:.0f} "
 # %% [markdown]
 # One step of the baby model on a batch of {{ step_batch }} sequences of
 # {{ baby_config.context }} characters is {{ baby_flops / 1e9:.2f }}
-# GFLOP. At the {{ machine_gflops:.0f }} GFLOP/s that a large matrix
-# product reaches on this machine, that predicts
+# GFLOP. At the {{ machine_gflops:.0f }} GFLOP/s that `matmul_gflops()`
+# measured for a 1024 × 1024 float32 product just before the step (a
+# figure that moves between measurements, as chapter 2 showed), that
+# predicts
 # {{ predicted_ms:.1f }} ms; the measured step takes
 # {{ measured_ms:.1f }} ms, {{ measured_ms / predicted_ms:.1f }} times the
 # prediction. The formula counts only multiply-adds in matrix products.
@@ -1095,9 +1103,9 @@ print(f"{saved_kib:,.0f} KiB; logits reproduced exactly")
 #
 # ## What an untrained model says
 #
-# Chapter 7 writes a proper `generate` and chapter 9 makes it fast, but the
-# simplest version takes four lines: feed the text so far, take the
-# logits of the last position, draw a character from their softmax,
+# Chapter 7 writes a proper `generate` and a later chapter makes it fast,
+# but the simplest version takes four lines: feed the text so far, take
+# the logits of the last position, draw a character from their softmax,
 # append it, repeat.
 
 # %%
@@ -1162,8 +1170,8 @@ print(untrained_sample)
 # 3. ★★ RMSNorm in the GPT. Train the baby preset with `norm="layer"`
 #    and with `norm="rms"` for the same steps and seed. Compare the loss
 #    curves and the time per step.
-# 4. ★★ Warm-up rescues post-norm. Repeat the depth experiment with a
-#    learning rate that rises linearly from zero over the first part of
+# 4. ★★ Does warm-up rescue post-norm? Repeat the depth experiment with
+#    a learning rate that rises linearly from zero over the first part of
 #    the run (Xiong et al., 2020). Does the gap close?
 # 5. ★★★ Check @eq-flops across sizes. Measure the training step of
 #    models of several widths and plot measured against predicted time.
