@@ -436,7 +436,7 @@ def check_resumable(run_dir: Path) -> None:
 def resumed_run(args: argparse.Namespace, run_dir: Path, settings: dict[str, object]) -> Run:
     """The run in run_dir, with the configuration its latest checkpoint holds."""
     checkpoint = latest_checkpoint(run_dir)
-    if args.preset is not None:
+    if args.preset is not None and args.run_dir is not None:  # else it named the run dir
         print(f"mlxllm: note: --preset {args.preset} is not applied with --resume; the run "
               f"continues with the configuration stored in {checkpoint}", file=sys.stderr)
     record, _ = read_record(checkpoint)
@@ -746,8 +746,8 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "prints the command that continues the run.")
     command.add_argument("--preset", choices=PRESETS,
                          help="baby: a small model for a laptop's CPU; full: nanoGPT's "
-                         f"Shakespeare model, for a Mac's GPU (default {DEFAULT_PRESET}); "
-                         "not applied with --resume")
+                         f"Shakespeare model, for a Mac's GPU (default {DEFAULT_PRESET}); with "
+                         "--resume, it only picks the default --run-dir")
     command.add_argument("--config", type=Path, metavar="FILE",
                          help="a .toml or .json file of field = value, for the fields below")
     command.add_argument("--tokenizer", choices=("char", "bpe"),

@@ -291,6 +291,7 @@ def test_resume_names_what_it_ignores_and_what_is_wrong(mlxllm: Callable[..., Ou
                      "--eval-tokens", "512")
     assert resumed.code == 0, resumed.err
     assert "--preset full is not applied with --resume" in resumed.err
+    assert_error(mlxllm("train", "--resume", "--preset", "full"), "runs/full does not exist")
     (tmp_path / "plain").write_text("not a run\n")
     assert_error(mlxllm("train", "--resume", "--run-dir", "plain"),
                  "--resume: plain is a file, not a run directory")
