@@ -142,26 +142,31 @@ fig.tight_layout()
 # a character token is one character of training text and a BPE token
 # {{ bpe_chars_per_token:.2f }} of them on average, so the characters
 # seen are the step times the tokens per step times the characters per
-# token.
+# token. (Chapter 7 quotes {{ bpe_val_chars_per_token:.2f }}, the ratio
+# on the validation text, which its loss per character divides by. The
+# tokenizer, trained on the training split, packs that split a little
+# tighter, as the assertion checks.)
 
 # %%
-def by_characters(run_dir: Path) -> tuple[dict, np.ndarray, float]:
+def by_characters(run_dir: Path) -> tuple[dict, np.ndarray, float, float]:
     """A chapter-7 run's last record, the characters of training text it
-    had seen at each evaluation, and its characters per token."""
+    had seen at each evaluation, and its characters per token on the
+    training and on the validation text."""
     record, _, _ = read_checkpoint(latest_checkpoint(run_dir))
     tokenizer = load_tokenizer(run_dir / "tokenizer.txt")
-    train_ids, _ = encode_splits(tokenizer, text, token_cache)
+    train_ids, val_token_ids = encode_splits(tokenizer, text, token_cache)
     chars_per_token = len(train_text) / len(train_ids)
     tokens_per_step = (record["train"]["batch_size"]
                        * record["model"]["context"])
     steps = np.array(record["history"]["eval_step"])
-    return record, steps * tokens_per_step * chars_per_token, \
-        chars_per_token
+    return (record, steps * tokens_per_step * chars_per_token,
+            chars_per_token, len(val_text) / len(val_token_ids))
 
 
-char_record, char_seen, _ = by_characters(char_dir)
-bpe_record, bpe_seen, bpe_chars_per_token = \
+char_record, char_seen, _, _ = by_characters(char_dir)
+bpe_record, bpe_seen, bpe_chars_per_token, bpe_val_chars_per_token = \
     by_characters(bpe_dir)
+assert bpe_val_chars_per_token < bpe_chars_per_token
 char_curve = char_record["history"]["val_loss"]
 bpe_curve = bpe_record["history"]["val_loss"]
 bpe_at_char_end = float(np.interp(char_seen[-1], bpe_seen,
@@ -215,7 +220,8 @@ fig.tight_layout()
 # loudly, the loss climbing or turning into `nan`, or quietly, the model
 # settling at the loss of a model that ignores its context and only
 # knows how often each character occurs ({{ unigram:.2f }} nats per
-# character, exercise 1.1). So a run fails if its
+# character: the entropy of the training text's character frequencies,
+# which exercise 1.2 finds at temperature 1). So a run fails if its
 # {{ window }}-step moving average climbs {{ margin }} nats above
 # its lowest point so far, or is still within {{ margin }} nats of
 # that context-free loss after {{ patience }} steps.
