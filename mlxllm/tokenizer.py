@@ -183,7 +183,7 @@ def encode_chunk(
     return ids
 
 
-# book/03_tokenizer.py:590
+# book/03_tokenizer.py:635
 class SpecialTokenError(ValueError):
     """Text held a special token that encode was not allowed to emit."""
 
@@ -220,7 +220,7 @@ def split_on_specials(text: str, specials: Collection[str]) -> list[str]:
     return regex.split(separator, text)
 
 
-# book/03_tokenizer.py:655
+# book/03_tokenizer.py:700
 FILE_VERSION = 1
 
 
@@ -254,7 +254,7 @@ def read_sections(path: str | Path, magic: str) -> dict[str, list[str]]:
     return sections
 
 
-# book/03_tokenizer.py:701
+# book/03_tokenizer.py:746
 TokenizerT = TypeVar("TokenizerT", bound="SavedTokenizer")
 
 
@@ -298,7 +298,7 @@ class SavedTokenizer(ABC):
                        sections: dict[str, list[str]]) -> TokenizerT: ...
 
 
-# book/03_tokenizer.py:762
+# book/03_tokenizer.py:807
 class Tokenizer(SavedTokenizer):
     """What both tokenizers share: ids to bytes, special tokens, decoding."""
 
@@ -346,7 +346,7 @@ class Tokenizer(SavedTokenizer):
     def _encode_ordinary(self, text: str) -> list[int]: ...
 
 
-# book/03_tokenizer.py:821
+# book/03_tokenizer.py:866
 class BPETokenizer(Tokenizer):
     """Byte-level BPE: UTF-8 bytes, merged in learned order inside chunks."""
 
@@ -394,7 +394,7 @@ class BPETokenizer(Tokenizer):
                    sections["specials"])
 
 
-# book/03_tokenizer.py:888
+# book/03_tokenizer.py:933
 class CharTokenizer(Tokenizer):
     """One token per character: chapter 1's tokenizer, as a library class."""
 
@@ -440,7 +440,7 @@ class CharTokenizer(Tokenizer):
         return cls(chars, sections["specials"])
 
 
-# book/07_training.py:1014
+# book/07_training.py:1021
 def load_tokenizer(path: Path) -> Tokenizer:
     """A tokenizer file of either kind, by its first line."""
     first = Path(path).read_bytes().split(b"\n", 1)[0].decode(
