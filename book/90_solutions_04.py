@@ -276,5 +276,8 @@ assert np.allclose(stretched[::4], plain[:64], atol=1e-3)
 # never produced and which all look much like offset 0. So the model needs
 # fine-tuning on long texts to relearn fine distances; Chen et al. (2023)
 # report that a short fine-tuning is enough, far shorter than training a
-# long-context model from scratch. Showing that here would take a trained
-# model, which chapter 6 provides.
+# long-context model from scratch. Showing that here would take a model
+# trained with RoPE, and the GPT that chapter 7 trains learns a table of
+# absolute positions instead (chapter 6's `position_embedding`). Putting
+# `rope` into its attention, training it with chapter 7's loop and then
+# stretching and fine-tuning it is the project this exercise leads to.
