@@ -42,8 +42,9 @@ assert totals["bfloat16"] == 4.0
 # float32 ends within rounding of 10 ({{ totals["float32"]:.5f }});
 # float16 is visibly off ({{ totals["float16"]:.4f }}); bfloat16 stops at
 # {{ totals["bfloat16"]:.1f }}. The reason is the spacing between
-# neighbouring numbers, which grows with their size. bfloat16 has 8 bits of
-# significand, so between 4 and 8 its numbers are $2^{-5} = 0.03125$ apart.
+# neighbouring numbers, which grows with their size. bfloat16 has 7 fraction
+# bits (8 bits of precision, counting the leading 1 it does not store), so
+# between 4 and 8 its numbers are $4 \cdot 2^{-7} = 2^{-5} = 0.03125$ apart.
 # Once the sum reaches 4, adding 0.01, less than half that gap, rounds back to
 # the same number, and the sum never moves again. float16's gap near 8 is
 # $2^{-7}$, small enough to keep growing, but every addition still rounds.
@@ -173,6 +174,7 @@ sweep = {
 best_lr = {c: learning_rates[int(np.argmin(v))] for c, v in sweep.items()}
 print("best learning rate without / with correction:",
       best_lr[False], best_lr[True])
+assert best_lr[False] <= best_lr[True]
 
 # %%
 #| echo: false
@@ -186,16 +188,12 @@ ax.set_xlabel("learning rate")
 ax.set_ylabel(f"mean loss, last 20 of {sweep_steps} steps")
 ax.legend()
 
-# %%
-#| echo: false
-assert best_lr[False] <= best_lr[True]
-
 # %% [markdown]
 # In this run the best learning rate on the grid was {{ best_lr[False] }}
 # without bias correction and {{ best_lr[True] }} with it. The
 # uncorrected optimizer takes steps up to several times larger than the
 # learning rate suggests (@fig-adam-ratio), so its best learning rate is the
-# same or smaller (checked). Had you tuned a learning rate with MLX's default
+# same or smaller, as the assertion under the sweep checks. Had you tuned a learning rate with MLX's default
 # and then switched the correction on, you would be training with a learning
 # rate that is too small for a few hundred steps; the reverse makes the early
 # steps too large. Either way the numbers stop transferring, which is the
