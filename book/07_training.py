@@ -54,9 +54,10 @@ baby_parameters = count_parameters(GPTConfig.baby(char_tokenizer.vocab_size))
 print(f"{len(char_train):,} training and {len(val_ids):,} validation ids")
 
 # %% [markdown]
-# In the smoke profile the validation text is cut to its first
-# {{ len(val_ids):, }} ids so that the tests run in seconds; the book
-# profile uses all of it.
+# The `pick` in the line that defines `val_ids` cuts the validation text
+# to its first few thousand ids in the smoke profile, so that the tests run in
+# seconds; the book profile uses all of it, and this run used
+# {{ len(val_ids):, }} of its {{ len(char_val_ids):, }} ids.
 #
 # ## The loss
 #
@@ -487,9 +488,10 @@ print(f"plain {1000 * plain_seconds:.1f} ms, compiled "
 # activation, Adam's update) become single kernels that read and write
 # memory once. The matrix products are calls into BLAS either way, and
 # the exponentials of the softmax and of GELU's backward pass cost the
-# same fused or not, so the gain on a CPU is bounded; on a Mac's GPU,
-# where every unfused operation also costs a kernel launch, fusion
-# matters more. `bench/train.py` takes the step apart and
+# same fused or not, so the gain on a CPU is bounded. On a Mac's GPU,
+# which this book did not measure, we expect fusion to matter more,
+# because there every unfused operation also costs a kernel launch and a
+# round trip through memory. `bench/train.py` takes the step apart and
 # measures where its time goes.
 #
 # ## Measuring on held-out text
@@ -556,8 +558,8 @@ print(f"untrained: {untrained_val:.3f} nats/char")
 # 0 means always taking the most likely one. *Top-k* sets every logit
 # outside the k largest to minus infinity, so that the long tail of
 # unlikely tokens is never drawn. Each new token reruns the model over
-# the whole window, which is wasteful; chapter 9 keeps a cache and makes
-# this fast. The draws come from a key of their own, so a sample
+# the whole window, which is wasteful; a later chapter keeps a cache and
+# makes this fast. The draws come from a key of their own, so a sample
 # depends only on its seed. `draw_token` makes one draw; the loop around
 # it is a generator, `generate_stream`, that yields each id the moment it
 # is drawn, so that you can watch the text appear (`mlxllm generate`
@@ -1229,7 +1231,8 @@ assert "nan" in wild_stop and all_finite(read_checkpoint(wild_latest)[1:])
 # default `TrainConfig`, trains for {{ run_steps:, }} steps of
 # {{ run_config.batch_size }} windows of 64 characters. Checkpoints every
 # {{ run_config.checkpoint_every }} steps go into the book's build
-# directory, where later chapters find the trained model.
+# directory, where the solutions to this chapter's exercises find the
+# trained model.
 
 # %%
 run_steps = pick(smoke=30, book=2000)
@@ -1269,8 +1272,11 @@ char_peak_mib = mx.get_peak_memory() / 2**20
 # token, the validation loss in nats per character (for a character
 # model the same unit), the learning rate, the speed and the peak
 # memory. The training loss and the validation loss fall together; the
-# peak memory, {{ char_peak_mib:.0f }} MiB, is nothing for a laptop
-# (chapter 8 accounts for each megabyte). The run took
+# peak memory, {{ char_peak_mib:.0f }} MiB, is nothing for a laptop. It
+# is the most MLX held at any moment of the run, so it counts every array
+# this chapter keeps alive and the evaluations, which push 64 windows at
+# a time through the model; chapter 8 measures the step and the
+# evaluation apart and accounts for each megabyte. The run took
 # {{ char_minutes:.1f }} minutes here. @fig-loss-char shows every
 # step.
 
@@ -1358,8 +1364,8 @@ for step in pick(smoke=[15, 30], book=[250, 1000, 2000]):
 # invented. Later more of the words are real, short common ones most of
 # all, lines mostly begin with capitals, commas and colons appear, and
 # the lines have the length of verse; none of it means anything. A model of
-# {{ baby_parameters:, }} parameters trained for minutes does no better,
-# and the point of the next chapters is to do better.
+# {{ baby_parameters:, }} parameters trained for minutes does no better;
+# larger models trained for longer do, and chapter 8 makes them fit.
 #
 # ## The same model on byte-pair tokens
 #
@@ -1436,7 +1442,8 @@ print(f"{len(estimates)} estimates: mean {estimates.mean():.3f}, "
 #
 # The BPE model reaches {{ bpe_val:.3f }} nats per character. (Its log
 # shows the training loss per token, and a token is
-# {{ bpe_chars_per_token:.1f }} characters, so that number is larger
+# {{ bpe_chars_per_token:.1f }} characters of the validation text on
+# average, so that number is larger
 # without being worse.) Two things pull in opposite directions. Each step shows it
 # {{ bpe_chars_per_token:.1f }} times as much text, through a view
 # {{ bpe_chars_per_token:.1f }} times as long. But it has
