@@ -23,7 +23,7 @@ from mlxllm.model import GPT
 __all__ = ["draw_token", "generate_stream", "generate"]
 
 
-# book/07_training.py:570
+# book/07_training.py:572
 def draw_token(logits: mx.array, temperature: float, top_k: int | None,
                key: mx.array) -> int:
     """One id from a position's logits: the likeliest at temperature 0,

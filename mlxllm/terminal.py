@@ -23,7 +23,7 @@ from typing import TextIO
 __all__ = ["DeferredInterrupt", "Progress"]
 
 
-# book/07_training.py:651
+# book/07_training.py:653
 class DeferredInterrupt:
     """Inside the block Ctrl-C sets `requested` instead of raising, so a
     step is never cut in half; a second Ctrl-C raises at once."""

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-# book/07_training.py:202
+# book/07_training.py:203
 class MatrixAdamW(optim.AdamW):
     """AdamW that decays matrices only: biases and norm gains are not
     pulled towards zero."""
@@ -51,7 +51,7 @@ class MatrixAdamW(optim.AdamW):
         return super().apply_single(gradient, parameter, state)
 
 
-# book/07_training.py:244
+# book/07_training.py:245
 @dataclass
 class TrainConfig:
     """Everything about a run except the model's shape."""
@@ -131,7 +131,7 @@ def make_optimizer(config: TrainConfig) -> MatrixAdamW:
                        bias_correction=True)
 
 
-# book/07_training.py:380
+# book/07_training.py:381
 def global_norm(tree: dict) -> mx.array:
     """The L2 norm of all the arrays in a tree, as if they were one
     vector."""
@@ -148,7 +148,7 @@ def clip_by_global_norm(grads: dict, max_norm: float) -> tuple[dict,
     return tree_map(lambda g: g * scale, grads), norm
 
 
-# book/07_training.py:425
+# book/07_training.py:426
 StepFn = Callable[[mx.array, mx.array], tuple[mx.array, mx.array]]
 
 
@@ -171,7 +171,7 @@ def make_step(model: nn.Module, optimizer: optim.Optimizer,
     return mx.compile(step, inputs=state, outputs=state)
 
 
-# book/07_training.py:508
+# book/07_training.py:510
 def evaluate(model: nn.Module, tokens: np.ndarray, context: int,
              batch_size: int = 64) -> float:
     """Mean loss per token over every whole window of `tokens`, in order:
@@ -192,7 +192,7 @@ def evaluate(model: nn.Module, tokens: np.ndarray, context: int,
     return total / windows
 
 
-# book/07_training.py:724
+# book/07_training.py:726
 def step_seed(seed: int, step: int) -> int:
     """The seed of MLX's generator at a step (dropout draws from it).
     MLX cannot set its generator's state, so the loop re-seeds it each
@@ -200,7 +200,7 @@ def step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
-# book/07_training.py:743
+# book/07_training.py:745
 STOPPING_NOTICE = ("Ctrl-C: stopping after the current step or "
                    "evaluation; press it again to stop at once")
 
@@ -216,7 +216,7 @@ def all_finite(tree: object) -> bool:
                for _, value in tree_flatten(tree))
 
 
-# book/07_training.py:759
+# book/07_training.py:761
 class Trainer:
     """Runs a TrainConfig on a GPT: steps, evaluation in nats per
     character, logging, checkpoints and resuming."""
@@ -341,7 +341,7 @@ class Trainer:
         return saved
 
 
-# book/07_training.py:1480
+# book/07_training.py:1487
 PRESETS = ("baby", "full")
 
 
