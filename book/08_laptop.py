@@ -291,7 +291,54 @@ Table(memory_rows, ["configuration", "estimate (MiB)", "measured (MiB)",
 # and the step needs the activations of one micro-batch only, plus one
 # array the size of the gradients for the sum. The optimizer then takes
 # one step with the average, exactly as if the batch had been processed
-# at once.
+# at once. @fig-accumulation draws the two ways through one step.
+
+# %%
+#| echo: false
+#| label: fig-accumulation
+#| fig-cap: One optimizer step of the baby model on 12 windows, as one batch (top) and as 4 micro-batches (bottom), in the order `make_accumulating_step` runs it below. F and B are a micro-batch's forward and backward passes, U the one update. Heights are the terms of `memory_estimate`; time is schematic, a backward pass taken as twice a forward one. Accumulating holds a second gradient-sized array, the running sum, and a quarter of the activations.
+def schematic_trace(phases):
+    """Times and activation bytes of a schematic step from its phases,
+    (label, duration, bytes kept at its end); linear within a phase."""
+    times, kept, labels = [0.0], [0.0], []
+    for label, duration, end in phases:
+        labels.append((times[-1] + duration / 2, label))
+        times.append(times[-1] + duration)
+        kept.append(end)
+    return np.array(times), np.array(kept), labels
+
+
+timeline_config = GPTConfig.baby(vocab)
+timeline_batch, timeline_parts = TrainConfig().batch_size, 4
+fig, axes = plt.subplots(2, 1, figsize=(5.6, 3.0), sharex=True, sharey=True)
+for ax, parts in zip(axes, (1, timeline_parts)):
+    estimate = memory_estimate(timeline_config, timeline_batch,
+                               accumulation=parts)
+    forward = timeline_parts // parts  # in micro-batch forward passes
+    phases = [("forward" if parts == 1 else "F", forward,
+               estimate["activations"]),
+              ("backward" if parts == 1 else "B", 2 * forward, 0.0)]
+    times, kept, labels = schematic_trace(phases * parts + [("U", 0.6, 0)])
+    fixed = (estimate["parameters"] + estimate["optimizer"]) / mib
+    grads = fixed + estimate["gradients"] / mib
+    ax.fill_between(times, 0, fixed, color="#e6e6e6",
+                    label="parameters, optimizer")
+    ax.fill_between(times, fixed, grads, color="#777777",
+                    label="gradients")
+    ax.fill_between(times, grads, grads + kept / mib, color="#56B4E9",
+                    label="activations")
+    for x, label in labels:
+        ax.text(x, fixed / 2, label, ha="center", va="center", fontsize=7.5)
+    for x in times[1:-1]:
+        ax.axvline(x, color="white", linewidth=0.8)
+    ax.set_title(f"{timeline_batch} windows in one batch" if parts == 1
+                 else f"in {parts} micro-batches of {timeline_batch // parts}",
+                 loc="left", fontsize=8.5)
+    ax.set_ylabel("memory (MiB)")
+    ax.grid(False)
+axes[-1].set_xlabel("time, in forward passes of one micro-batch (schematic)")
+axes[1].legend(loc="upper right", ncol=3, fontsize=7.5)
+fig.tight_layout()
 
 # %%
 #| export
@@ -441,7 +488,51 @@ Table(accumulation_rows, ["micro-batches", "windows each", "estimate (MiB)",
 # block, only $d$ stay; the rest exist for one block at a time. The cost
 # is a second forward pass through every block, about a third more
 # arithmetic, since a backward pass costs about twice a forward one.
-#
+# @fig-checkpointing-timeline draws both schedules for the baby model.
+
+# %%
+#| echo: false
+#| label: fig-checkpointing-timeline
+#| fig-cap: The activations kept for the backward pass during one step of the baby model (12 windows, 4 blocks), without and with checkpointing. F is a block's forward pass, B its backward pass, R (hatched) the block's forward pass run again from its saved input just before B. A whole block keeps `layer_floats_per_token` numbers per token, a saved input `n_embd`; time is schematic, a backward pass taken as twice a forward one; the head's arrays are left out.
+timeline_config = GPTConfig.baby(vocab)
+timeline_batch = TrainConfig().batch_size
+tokens = timeline_batch * timeline_config.context
+block_bytes = 4 * tokens * layer_floats_per_token(timeline_config)
+input_bytes = 4 * tokens * timeline_config.n_embd
+blocks = range(1, timeline_config.n_layer + 1)
+plain = ([(f"F{i}", 1, i * block_bytes) for i in blocks]
+         + [(f"B{i}", 2, (i - 1) * block_bytes) for i in reversed(blocks)])
+checkpointed = [(f"F{i}", 1, i * input_bytes) for i in blocks]
+for i in reversed(blocks):
+    checkpointed += [(f"R{i}", 1, i * input_bytes + block_bytes),
+                     (f"B{i}", 2, (i - 1) * input_bytes)]
+fig, axes = plt.subplots(2, 1, figsize=(5.6, 2.9), sharex=True, sharey=True)
+for ax, (title, phases) in zip(axes, (("plain", plain),
+                                      ("checkpointed", checkpointed))):
+    times, kept, labels = schematic_trace(phases)
+    for start, (label, _, _) in enumerate(phases):
+        span = slice(start, start + 2)
+        recomputed = label[0] == "R"
+        ax.fill_between(times[span], 0, kept[span] / mib,
+                        facecolor="#D55E00" if recomputed else "#56B4E9",
+                        hatch="////" if recomputed else None,
+                        edgecolor="white", linewidth=0.8)
+    for x, label in labels:
+        ax.text(x, -0.1, label, ha="center", va="top", fontsize=7.5,
+                transform=ax.get_xaxis_transform())
+    ax.set_title(title, loc="left", fontsize=8.5)
+    ax.set_ylabel("kept (MiB)")
+    ax.set_xticks([])
+    ax.grid(False)
+axes[0].axvline(schematic_trace(plain)[0][-1], color="black",
+                linestyle=":", linewidth=0.8)
+axes[0].text(schematic_trace(plain)[0][-1] + 0.2, 0.5, "step done",
+             transform=axes[0].get_xaxis_transform(), fontsize=7.5)
+axes[-1].set_xlabel("time, in forward passes of one block (schematic)",
+                    labelpad=16)
+fig.tight_layout()
+
+# %% [markdown]
 # MLX offers `mx.checkpoint(fn)`, which wraps a function so that its
 # intermediates are recomputed. The obvious use has a trap.
 
