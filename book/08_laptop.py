@@ -2,7 +2,9 @@
 # # Fitting on a laptop
 #
 # Chapter 7 trained a model of {{ baby_parameters:, }} parameters, and its
-# log reported a peak of a few tens of megabytes. Make the model larger,
+# log reported a peak memory that any laptop can spare; its training step
+# alone needs {{ memory_rows[0][2]:.0f }} MiB, as this chapter measures,
+# and its evaluations more. Make the model larger,
 # or the batch, and that number grows fast: nanoGPT's full Shakespeare
 # model (Karpathy, 2022) with its batch of 64 windows needs about
 # {{ full_estimate_gb:.1f }} GB in float32 by this chapter's count, and a
@@ -19,7 +21,8 @@
 # {{ depths[-1] }}-block model's peak drops from {{ deep_plain_mib:.0f }} to
 # {{ deep_checkpointed_mib:.0f }} MiB for about a third more arithmetic.
 # *bfloat16* stores numbers in half the bits, which halves the activations
-# and, on a Mac's GPU, can speed up the arithmetic; you will see where it
+# and, on a Mac's GPU, should speed up the arithmetic too (this book, built
+# on a CPU, could not measure that); you will see where it
 # loses precision and how float32 master weights save it. On the map of
 # chapter 1 nothing new is drawn: the same model and the same loop,
 # made to fit. Everything lands in a new module, `mlxllm.laptop`, and
@@ -52,6 +55,7 @@ from mlxllm.train import (
     Trainer,
     TrainConfig,
     clip_by_global_norm,
+    evaluate,
     make_optimizer,
     make_step,
 )
@@ -280,6 +284,41 @@ Table(memory_rows, ["configuration", "estimate (MiB)", "measured (MiB)",
 # bytes each hardly count. For large models the balance turns
 # around, as the table at the end of the chapter shows. Each of the
 # three techniques below attacks a different term.
+#
+# One number needs reconciling first: the peak in chapter 7's log is
+# larger than the step's {{ memory_rows[0][2]:.0f }} MiB measured here. The
+# log shows the most MLX held at any moment since the run began, so it
+# counts every other array the process keeps alive and the evaluations,
+# which `evaluate` runs 64 windows at a time. Measure an evaluation the
+# way `measure_step` measures a step:
+
+# %%
+def measure_evaluation(model_config: GPTConfig, windows: int) -> int:
+    """Peak bytes, above what the chapter held before, of chapter 7's
+    `evaluate` on one batch of `windows` windows of validation text."""
+    gc.collect()
+    floor = mx.get_active_memory()
+    model = GPT(model_config)
+    mx.eval(model.parameters())
+    tokens = char_val[:windows * model_config.context + 1]
+    mx.reset_peak_memory()
+    evaluate(model, tokens, model_config.context, batch_size=windows)
+    return mx.get_peak_memory() - floor
+
+
+evaluation_mib = measure_evaluation(GPTConfig.baby(vocab), 64) / mib
+print(f"step, {check_configs[0][0]}: {memory_rows[0][2]:.1f} MiB; "
+      f"evaluation, 64 windows: {evaluation_mib:.1f} MiB")
+assert evaluation_mib > memory_rows[0][2]
+
+# %% [markdown]
+# The evaluation keeps nothing for a backward pass, but it pushes
+# {{ 64 / check_configs[0][2]:.1f }} times the windows of a training step
+# through the model at once, and its peak,
+# {{ evaluation_mib:.0f }} MiB, is above the step's. That moment, on top
+# of the chapter's other arrays, is what chapter 7's log reports. The
+# estimates of this chapter are for the training step; the evaluation's
+# peak is set by its own batch, the `batch_size` of `evaluate`.
 #
 # ## Gradient accumulation
 #
@@ -739,11 +778,13 @@ Table(sweep_rows, ["run", "plain MiB", "checkpointed MiB", "plain ms",
 # that sets its scale (the range of numbers it can hold), and a
 # *mantissa* that sets its precision (how many numbers exist between two
 # powers of two). Two 16-bit formats split their bits differently
-# (@fig-formats): IEEE float16 keeps precision and gives up range, while
+# (@fig-formats). IEEE float16 gives up most of float32's range for the
+# more precise mantissa of the two: 5 exponent bits and 10 fraction bits.
 # bfloat16, from Google Brain and studied for training by Kalamkar et
-# al. (2019),
-# keeps float32's 8-bit exponent and therefore all of its range, and
-# only 7 bits of mantissa.
+# al. (2019), keeps float32's 8-bit exponent and therefore all of its
+# range, and only 7 fraction bits (8 bits of precision, counting the
+# leading 1 that a float does not store). Both are far coarser than
+# float32, whose fraction has 23 bits.
 
 # %%
 #| echo: false
@@ -1097,19 +1138,27 @@ Table(precision_rows, ["precision", "estimate (MiB)", "measured (MiB)",
 
 # %% [markdown]
 # Mixed precision cuts the peak to
-# {{ precision_rows[1][2] / precision_rows[0][2]:.0%}} of float32's and
-# fully bfloat16 to {{ precision_rows[2][2] / precision_rows[0][2]:.0%}},
-# as predicted: for the baby model the activations are most of the
-# memory. The time is another story, and it depends on the machine. This
-# book is built on a Linux CPU, where MLX multiplies float32 matrices
-# through OpenBLAS at {{ gflops["float32"]:.0f }} GFLOP/s, but has no
-# BLAS routine for bfloat16 and falls back to its own loops, at
-# {{ gflops["bfloat16"]:.1f }} GFLOP/s. Here the 16-bit steps are
-# therefore {{ min(bf16_slowdowns):.0f }} to
-# {{ max(bf16_slowdowns):.0f }} times *slower*. On a Mac, MLX runs
-# bfloat16 on the GPU, whose kernels move half the bytes, so there the
-# same step is usually faster than in float32; this book, built on a
-# CPU, cannot show you that number. Measure it on yours:
+# {{ precision_rows[1][2] / precision_rows[0][2]:.0%}} of float32's, close
+# to the estimate's {{ precision_rows[1][1] / precision_rows[0][1]:.0%}};
+# fully bfloat16 cuts it to
+# {{ precision_rows[2][2] / precision_rows[0][2]:.0%}}, short of the
+# estimate's {{ precision_rows[2][1] / precision_rows[0][1]:.0%}}. For the
+# baby model the activations are most of the memory, and halving them is
+# most of the saving; but the fully bfloat16 step keeps more than the
+# formula counts, {{ precision_rows[2][2] / precision_rows[2][1]:.2f }}
+# times its estimate against
+# {{ precision_rows[0][2] / precision_rows[0][1]:.2f }} in float32. The
+# time is another story, and it depends on the machine. This book is
+# built on a Linux CPU, where MLX multiplies float32 matrices through
+# OpenBLAS, {{ gflops["float32"]:.0f }} GFLOP/s for a 512 × 512 product
+# measured in the cell above, but has no BLAS routine for bfloat16 and
+# falls back to its own loops, {{ gflops["bfloat16"]:.1f }} GFLOP/s at
+# the same size. Here the 16-bit steps are therefore
+# {{ min(bf16_slowdowns):.1f }} to {{ max(bf16_slowdowns):.1f }} times
+# *slower*. On a Mac, MLX runs bfloat16 on the GPU, and there we expect
+# the same step to be faster than in float32, because the GPU computes
+# 16-bit products natively and moves half the bytes; this book, built on
+# a CPU, could not measure it. Measure it on yours:
 # `matmul_gflops(dtype=mx.bfloat16)` from chapter 2 and this table's
 # code. What holds everywhere is the memory.
 #
@@ -1156,9 +1205,9 @@ axis.legend()
 # the weights, the three follow each other; the losses of the previous
 # pages, small updates rounded away and a stalled second moment, show
 # up late, when the learning rate is small, which a run this short does
-# not reach. Mixed precision is the safe default on a Mac;
-# fully bfloat16 is a tool for the day the parameters themselves do not
-# fit.
+# not reach. Mixed precision is the safe choice wherever bfloat16 is
+# fast, as we expect it to be on a Mac's GPU; fully bfloat16 is a tool
+# for the day the parameters themselves do not fit.
 #
 # ## What fits on a MacBook
 #
@@ -1263,10 +1312,11 @@ Table(fit_rows, ["model", "setup", "M params", "fixed GB", "MiB/window",
 # `nn.utils.checkpoint`, because a bare `mx.checkpoint` silently zeroes
 # the parameter gradients, and it needs the model without dropout,
 # whose masks the recomputation would redraw. bfloat16 keeps float32's
-# range with 7 bits of mantissa: mixed precision, with float32 master
+# range with 7 fraction bits: mixed precision, with float32 master
 # weights and moments, halves the activations and is safe, while fully
 # bfloat16 state loses small updates and stalls Adam's second moment.
-# On this CPU bfloat16 is slow; on a Mac's GPU it is the fast format.
+# On this CPU bfloat16 is slow; on a Mac's GPU we expect it to be the
+# fast format, which is a number to measure on yours.
 #
 # `mlxllm.laptop` exports:
 #
