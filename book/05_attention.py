@@ -441,6 +441,9 @@ def causal_mask(length: int) -> mx.array:
 
 # %%
 print(causal_mask(5).astype(mx.int32))
+assert mx.array_equal(causal_mask(5), mx.tril(mx.ones((5, 5)))).item()
+assert mx.array_equal(causal_mask(len(line)), sees).item()
+
 # %%
 #| echo: false
 #| label: fig-causal-mask
@@ -468,25 +471,22 @@ for i in range(size):
                                edgecolor="black", linewidth=1.6))
     glyph(ax, -0.5, i + 0.5, mask_text[i])
     glyph(ax, i + 0.5, -0.5, mask_text[i])
-    glyph(ax, size + 1.2, i + 0.5, line[i + 1])
+    glyph(ax, size + 1.5, i + 0.5, line[i + 1])
 ax.text(size / 2, -1.2, "key j", ha="center", va="bottom")
 ax.text(-1.2, size / 2, "query i", ha="right", va="center", rotation=90)
-ax.text(size + 1.2, -0.5, "next\ncharacter", ha="center", va="bottom",
+ax.text(size + 1.5, -0.5, "next\ncharacter", ha="center", va="bottom",
         fontsize=7.5)
-ax.set_xlim(-1.5, size + 2.2)
+ax.set_xlim(-1.5, size + 2.6)
 ax.set_ylim(size, -1.3)
 ax.set_aspect("equal")
 ax.set_axis_off()
 
-assert mx.array_equal(causal_mask(5), mx.tril(mx.ones((5, 5)))).item()
-assert mx.array_equal(causal_mask(len(line)), sees).item()
-
-# @fig-causal-mask shows what it protects: the character that row $i$ is
-# trained to predict is the input at position $i + 1$, the first key the
-# mask hides from it.
 # %% [markdown]
 # Row $i$ has $i + 1$ ones. The mask broadcasts over batch and heads, so
 # one $T \times T$ array serves every sequence of a batch.
+# @fig-causal-mask shows what it protects: the character that row $i$ is
+# trained to predict is the input at position $i + 1$, the first key the
+# mask hides from it.
 #
 # ### $-\infty$ or $-10^9$?
 #
@@ -746,12 +746,12 @@ axes[1].plot(cost_lengths, score_megabytes, linestyle="--", color="black",
              linewidth=0.8, label="scores")
 axes[0].set_ylabel("time (ms)")
 axes[1].set_ylabel("peak memory (MB)")
-    ax.set_xticks(cost_lengths, [f"{n:,}" for n in cost_lengths])
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.minorticks_off()
 for ax in axes:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    ax.set_xticks(cost_lengths, [f"{n:,}" for n in cost_lengths])
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.minorticks_off()
     ax.set_xlabel("sequence length T")
 axes[1].legend()
 fig.tight_layout()
@@ -1032,6 +1032,9 @@ fig.colorbar(image, cax=fig.add_subplot(outer[2]),
 # {{ pattern_rows[0][3]:.2f }} to {{ pattern_rows[-1][3]:.2f }}. Others
 # draw vertical stripes: many queries reading the same few keys, as your
 # hand-built "spaces" head did. Block 2 reads block 1's outputs, so its
+# patterns can depend on context that block 1 has already gathered. None
+# of this was designed; the loss asked for better next-character
+# predictions, and these patterns were the cheapest way to get them.
 
 # %%
 #| echo: false
@@ -1066,9 +1069,6 @@ for ax in axes:
 # {{ space_share:.0%}} of its weight, averaged over the queries that can
 # see one: the pattern you built by hand at the start of the chapter,
 # found by training.
-# patterns can depend on context that block 1 has already gathered. None
-# of this was designed; the loss asked for better next-character
-# predictions, and these patterns were the cheapest way to get them.
 #
 # ## Summary
 #

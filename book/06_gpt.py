@@ -547,8 +547,6 @@ for block in (Block(block_config), PostNormBlock(block_config)):
     assert block(x_block, causal_mask(16)).shape == x_block.shape
 print(Block(block_config)(x_block, causal_mask(16)).shape)
 
-# %% [markdown]
-# A block maps (batch, positions, width) to the same shape, which is what
 # %%
 #| echo: false
 #| label: fig-block-norms
@@ -628,6 +626,8 @@ ax.set_ylim(-0.7, 7.2)
 ax.set_aspect("equal")
 ax.set_axis_off()
 
+# %% [markdown]
+# A block maps (batch, positions, width) to the same shape, which is what
 # lets you stack as many as you like. @fig-block-norms draws the two
 # orders: in `Block` nothing but additions lies on the residual stream,
 # while `PostNormBlock` sends the whole stream through a normalization
