@@ -89,7 +89,8 @@ from mlxllm.book import Table, pick
 # component; they make the same model practical, first to train on a laptop,
 # then to talk to.
 #
-# This edition has chapters 1 to 8, every row of the table but the last.
+# This edition has chapters 1 to 8, which build every row of the table but
+# the last.
 # Six more chapters are planned: 9, generating text fast with a KV cache;
 # 10, evaluating a model; 11, finding out why a run goes wrong; 12, training
 # on several machines at once (data parallelism); 13, fine-tuning with LoRA;
