@@ -952,7 +952,7 @@ ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
 ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 ax.set_xlabel("matrix size n (n × n by n × n)")
 ax.set_ylabel("throughput (GFLOP/s)")
-ax.legend(loc="center right")
+ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3)
 
 # %% [markdown]
 # On this run float32 peaked at {{ best_float32:,.1f }} GFLOP/s and the 16-bit
