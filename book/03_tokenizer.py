@@ -1123,11 +1123,14 @@ assert all(train_compression[s] >= val_compression[s] for s in sweep_sizes)
 #| fig-cap: Characters per token against vocabulary size, on the training text and on the validation text the tokenizer never saw.
 plt.plot(sweep_sizes, list(train_compression.values()), marker="o",
          label="BPE, training text")
-plt.plot(sweep_sizes, list(val_compression.values()), marker="o",
+plt.plot(sweep_sizes, list(val_compression.values()), marker="s",
          label="BPE, validation text")
-plt.plot([char_tokenizer.vocab_size], [1.0], marker="s", linestyle="none",
+plt.plot([char_tokenizer.vocab_size], [1.0], marker="D", linestyle="none",
          label="characters")
 plt.xscale("log", base=2)
+size_ticks = [char_tokenizer.vocab_size, *sweep_sizes]
+plt.xticks(size_ticks, [f"{n:,}" for n in size_ticks])
+plt.minorticks_off()
 plt.xlabel("vocabulary size (ids)")
 plt.ylabel("characters per token")
 plt.legend()

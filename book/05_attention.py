@@ -402,6 +402,8 @@ for name, marker in (("unscaled", "o"), ("scaled", "s")):
 plt.axhline(math.log(n_keys), color="black", linestyle="--", linewidth=0.8,
             label="uniform, ln 64")
 plt.xscale("log", base=2)
+plt.xticks(widths, [f"{width:,}" for width in widths])
+plt.minorticks_off()
 plt.xlabel("head width d_k")
 plt.ylabel("entropy of weights (nats)")
 plt.legend()
