@@ -26,7 +26,7 @@ from mlxllm.checkpoint import latest_checkpoint, read_checkpoint, resume
 from mlxllm.generate import generate
 from mlxllm.model import GPT, GPTConfig
 from mlxllm.tokenizer import load_tokenizer
-from mlxllm.train import StepFn, Trainer, TrainConfig
+from mlxllm.train import StepFn, Trainer, TrainConfig, TrainingDiverged
 
 text = load_corpus()
 train_text, val_text = split_train_val(text)
@@ -257,12 +257,15 @@ def constant_rate(rate: float) -> tuple[Trainer, bool]:
     config = TrainConfig(steps=lr_steps, warmup_steps=0,
                          learning_rate=rate, min_learning_rate=rate,
                          eval_every=lr_steps)
-    trainer = train(config, until=window)
-    while not fails(trainer.history["loss"]):
-        if trainer.step == lr_steps:
-            return trainer, False
-        trainer.run(min(trainer.step + window, lr_steps))
-    return trainer, True
+    trainer = train(config, until=0)
+    try:
+        while trainer.step < lr_steps:
+            trainer.run(min(trainer.step + window, lr_steps))
+            if fails(trainer.history["loss"]):
+                return trainer, True
+    except TrainingDiverged:  # the loss turned inf or NaN: stopped
+        return trainer, True
+    return trainer, False
 
 
 constant_runs = {}
