@@ -214,16 +214,23 @@ def test_eighty_column_listing_lines_fit_the_page(book: Path, tmp_path: Path,
     assert line in text, "an 80-column listing line was wrapped"
 
 
-def test_failed_build_keeps_the_last_pdf_and_leaves_no_partial_file(
-        book: Path, tmp_path: Path, artifacts: Path) -> None:
+def test_failed_build_sets_the_last_pdf_aside_and_leaves_no_partial_file(
+        book: Path, tmp_path: Path, artifacts: Path, capsys: pytest.CaptureFixture) -> None:
     build = tmp_path / "build"
     report = build_pdf(book, build, "smoke", jobs=2)
     before = report.pdf.read_bytes()
     chapter = book / "01_first.py"
-    chapter.write_text(chapter.read_text().replace("smoke=42", "smoke=1 / 0"))
+    good = chapter.read_text()
+    chapter.write_text(good.replace("smoke=42", "smoke=1 / 0"))
     with pytest.raises(ChapterRunError, match="01_first.py:17: ZeroDivisionError"):
         build_pdf(book, build, "smoke", jobs=2)
-    assert report.pdf.read_bytes() == before
+    assert not report.pdf.exists(), "a failed build left a book.pdf that looks current"
+    assert (build / "book.last-good.pdf").read_bytes() == before
+    assert sorted(p.name for p in build.iterdir()) == ["book.last-good.pdf", "cache", "html"]
+    assert not (build / "html" / "index.html").exists()
+    assert "kept as" in capsys.readouterr().err
+    chapter.write_text(good)
+    build_pdf(book, build, "smoke", jobs=2)
     assert sorted(p.name for p in build.iterdir()) == ["book.pdf", "cache", "html"]
 
 

@@ -55,9 +55,37 @@ def layout_cache(build: Path, profile: str) -> Path:
     return build / "cache" / profile / "layout"
 
 
+LAST_GOOD = {"book.pdf": "book.last-good.pdf", "html/index.html": "html/index.last-good.html"}
+
+
+def set_aside_last_build(build: Path) -> list[str]:
+    """After a failed build: rename the previous PDF and HTML so that neither passes for
+    the current book; say what moved where."""
+    moved = []
+    for current, kept in LAST_GOOD.items():
+        if (build / current).exists():
+            os.replace(build / current, build / kept)
+            moved.append(f"{build / current} is from an earlier build: kept as {build / kept}")
+    return moved
+
+
 def build_pdf(book: Path, build: Path, profile: str, jobs: int,
               use_cache: bool = True) -> BuildReport:
-    """Execute every chapter, render the HTML site, then the PDF."""
+    """Execute every chapter, render the HTML site, then the PDF. When a stage fails,
+    the previous PDF and HTML are set aside (`set_aside_last_build`) and the error raised."""
+    try:
+        report = _build_pdf(book, build, profile, jobs, use_cache)
+    except Exception:
+        for note in set_aside_last_build(build):
+            print(f"note: {note}", file=sys.stderr)
+        raise
+    for kept in LAST_GOOD.values():
+        (build / kept).unlink(missing_ok=True)
+    return report
+
+
+def _build_pdf(book: Path, build: Path, profile: str, jobs: int,
+               use_cache: bool) -> BuildReport:
     from mlxllm.press.pdf import write_pdf
     from mlxllm.press.render import render_book
 
