@@ -3,13 +3,12 @@
 #
 # Chapter 6 ended with a GPT that has {{ baby_parameters:, }} parameters
 # and writes noise. This chapter teaches chapter 6's GPT to write
-# Shakespeare. You write the
-# loss, the optimizer and its schedule, gradient clipping and the step;
-# you compile the step and measure what that buys; you measure the model
-# on text it never trained on, in nats per character; and you make the
-# run survive being stopped: a
-# checkpoint holds everything needed to continue, and a resumed run
-# produces the very same losses as one that never stopped.
+# Shakespeare. You write the loss, the optimizer and its schedule,
+# gradient clipping and the step. Then you compile the step and measure
+# what that buys, measure the model on text it never trained on, in nats
+# per character, and make the run survive being stopped: a checkpoint
+# holds everything needed to continue, and a resumed run produces the
+# very same losses as one that never stopped.
 #
 # Then you train. The baby model of chapter 6, on characters, for
 # {{ run_steps:, }} steps, reaches a validation loss of
@@ -145,7 +144,7 @@ from mlx.utils import tree_flatten, tree_map
 from mlxllm.checkpoint import prune_checkpoints, save_checkpoint
 from mlxllm.data import BatchSampler
 from mlxllm.model import GPT, GPTConfig, language_model_loss
-from mlxllm.terminal import DeferredInterrupt, Progress
+from mlxllm.terminal import STOPPING_NOTICE, DeferredInterrupt, Progress
 
 # %% [markdown]
 # ## The optimizer
@@ -658,6 +657,9 @@ import threading
 import time
 from typing import TextIO
 
+STOPPING_NOTICE = ("Ctrl-C: stopping after the current step or "
+                   "evaluation; press it again to stop at once")
+
 
 class DeferredInterrupt:
     """Inside the block Ctrl-C sets `requested` instead of raising, so a
@@ -743,10 +745,6 @@ def step_seed(seed: int, step: int) -> int:
 
 # %%
 #| export
-STOPPING_NOTICE = ("Ctrl-C: stopping after the current step or "
-                   "evaluation; press it again to stop at once")
-
-
 class TrainingDiverged(FloatingPointError):
     """A loss, gradient norm, weight or moment of the run is inf or NaN:
     the trainer stops without saving it."""
