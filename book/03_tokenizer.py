@@ -540,8 +540,6 @@ for word in [" king", " Baptista", " neighbour", " whoreson"]:
 #| echo: false
 #| label: fig-bpe-merges
 #| fig-cap: The steps of `encode_chunk` on the chunk ` neighbour` with the 4,096-id tokenizer trained above, one merge per row. Each step merges the pair with the smallest id among those present (shaded: the new token); a box is as wide as the bytes its token covers. The last row is the split the listing printed.
-from matplotlib.patches import Rectangle
-
 merge_word = " neighbour"
 merge_states = [(list(merge_word.encode("utf-8")), None)]
 while True:  # encode_chunk's loop, keeping every step
@@ -563,9 +561,8 @@ for row, (word_state, merged) in enumerate(merge_states):
     x = 0
     for token in word_state:
         span = len(pieces[token])
-        ax.add_patch(Rectangle(
-            (x, row), span, 0.8, edgecolor="black", linewidth=0.7,
-            facecolor="#E69F00" if token == new_id else "#eeeeee"))
+        ax.barh(row + 0.4, span, 0.8, x, edgecolor="black", linewidth=0.7,
+                color="#E69F00" if token == new_id else "#eeeeee")
         ax.text(x + span / 2, row + 0.4, show(pieces[token]), ha="center",
                 va="center", fontsize=8.5, family="DejaVu Sans Mono")
         x += span
@@ -581,10 +578,9 @@ ax.set_axis_off()
 # Frequent words are one token, and so is a name the plays repeat often
 # enough; rarer words split into pieces that are themselves frequent, and
 # the pieces need not be syllables. Nothing is ever unknown: in the worst
-# case a chunk stays as its bytes. @fig-bpe-merges follows `encode_chunk`
-# through ` neighbour`, one merge per row. Common pairs such as `ou` and
-# `␣n` have small ids, so they merge first, and longer pieces are built
-# from them later; the word ends as {{ merged_split }} because no learned
+# case a chunk stays as its bytes. In @fig-bpe-merges, common pairs such
+# as `ou` and `␣n` have small ids and merge first; longer pieces are built
+# from them, and the word ends as {{ merged_split }}, where no learned
 # merge joins what is left.
 #
 # ### Decoding never fails
@@ -1074,11 +1070,9 @@ except TokenizerFileError as error:
     print(str(error).replace(str(work_dir), "..."))
 
 # %% [markdown]
-# The message names the file (the book shortens the temporary directory
-# to `...`) and says what is wrong. A newer version, a merge that is not
-# two ids, a JSON file, an empty one, or a character tokenizer's file
-# loaded as BPE are each refused with a message of their own; the
-# library's tests try a dozen kinds of damage.
+# The message names the file (its folder shortened here to `...`) and what
+# is wrong. Other damage, from a newer format version to a JSON file, gets
+# a message of its own; the library's tests try a dozen kinds.
 #
 # The character tokenizer, for comparison, refuses the modern phrase by
 # naming the first character it does not know.
@@ -1565,19 +1559,12 @@ print(f"BPE: {uniform_bpe:.2f} nats per token = "
 # decoding must survive ids that split a character, that special tokens must
 # be asked for, and that a tokenizer file must say what it is.
 #
-# The new module `mlxllm.tokenizer` exports:
-#
-# - `CharTokenizer` and `BPETokenizer`, on the base classes `Tokenizer` and
-#   `SavedTokenizer`: `train`, `encode(text, allowed_special=...)`,
-#   `decode`, `vocab_size`, `register_special_tokens`, `save`, `load` and
-#   `fingerprint`;
-# - their errors, `SpecialTokenError` and `TokenizerFileError`;
-# - the pieces they are made of, from `pretokenize` and `train_bpe_fast` to
-#   `read_sections` (the module's `__all__` lists every name).
-#
-# And `mlxllm.data` gained `encode_splits(tokenizer, text, cache_root)`, the
-# seeded `BatchSampler(tokens, batch_size, context, seed)` and
-# `nats_per_char(loss_per_token, n_tokens, n_chars)`.
+# The new module `mlxllm.tokenizer` exports `CharTokenizer` and
+# `BPETokenizer` (`train`, `encode`, `decode`, `register_special_tokens`,
+# `save`, `load`, `fingerprint`), their errors `SpecialTokenError` and
+# `TokenizerFileError`, and the pieces they are made of (its `__all__` lists
+# every name). `mlxllm.data` gained `encode_splits`, the seeded
+# `BatchSampler` and `nats_per_char`.
 #
 # The next chapter turns these ids into vectors.
 #
