@@ -130,7 +130,7 @@ def split_train_val(
     return text[:cut], text[cut:]
 
 
-# book/03_tokenizer.py:1382
+# book/03_tokenizer.py:1376
 class TextEncoder(Protocol):
     """What encode_splits needs from a tokenizer; both of mlxllm's qualify."""
 
@@ -142,7 +142,7 @@ class TextEncoder(Protocol):
     def fingerprint(self) -> str: ...
 
 
-# book/03_tokenizer.py:1408
+# book/03_tokenizer.py:1402
 def encode_splits(
     tokenizer: TextEncoder, text: str, cache_root: Path
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -167,7 +167,7 @@ def encode_splits(
     return splits[0], splits[1]
 
 
-# book/03_tokenizer.py:1473
+# book/03_tokenizer.py:1467
 class BatchSampler:
     """Random windows of token ids and their next tokens, from a seed."""
 
@@ -190,7 +190,7 @@ class BatchSampler:
         return windows[:, :-1], windows[:, 1:]
 
 
-# book/03_tokenizer.py:1532
+# book/03_tokenizer.py:1526
 def nats_per_char(loss_per_token: float, n_tokens: int, n_chars: int) -> float:
     """A mean loss in nats per token, restated per character of the text."""
     return loss_per_token * n_tokens / n_chars

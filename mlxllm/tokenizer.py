@@ -180,7 +180,7 @@ def encode_chunk(
     return ids
 
 
-# book/03_tokenizer.py:635
+# book/03_tokenizer.py:631
 class SpecialTokenError(ValueError):
     """Text held a special token that encode was not allowed to emit."""
 
@@ -217,7 +217,7 @@ def split_on_specials(text: str, specials: Collection[str]) -> list[str]:
     return regex.split(separator, text)
 
 
-# book/03_tokenizer.py:700
+# book/03_tokenizer.py:696
 FILE_VERSION = 1
 
 
@@ -251,7 +251,7 @@ def read_sections(path: str | Path, magic: str) -> dict[str, list[str]]:
     return sections
 
 
-# book/03_tokenizer.py:746
+# book/03_tokenizer.py:742
 TokenizerT = TypeVar("TokenizerT", bound="SavedTokenizer")
 
 
@@ -295,7 +295,7 @@ class SavedTokenizer(ABC):
                        sections: dict[str, list[str]]) -> TokenizerT: ...
 
 
-# book/03_tokenizer.py:807
+# book/03_tokenizer.py:803
 class Tokenizer(SavedTokenizer):
     """What both tokenizers share: ids to bytes, special tokens, decoding."""
 
@@ -343,7 +343,7 @@ class Tokenizer(SavedTokenizer):
     def _encode_ordinary(self, text: str) -> list[int]: ...
 
 
-# book/03_tokenizer.py:866
+# book/03_tokenizer.py:862
 class BPETokenizer(Tokenizer):
     """Byte-level BPE: UTF-8 bytes, merged in learned order inside chunks."""
 
@@ -391,7 +391,7 @@ class BPETokenizer(Tokenizer):
                    sections["specials"])
 
 
-# book/03_tokenizer.py:933
+# book/03_tokenizer.py:929
 class CharTokenizer(Tokenizer):
     """One token per character: chapter 1's tokenizer, as a library class."""
 
