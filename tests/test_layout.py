@@ -72,7 +72,8 @@ def test_layout_key_follows_the_files_a_document_references(tmp_path: Path) -> N
     assert len(keys) == 3
 
 
-def test_failed_join_keeps_the_last_pdf(copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_join_sets_the_last_pdf_aside_whole(copy: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     book_pdf = copy / "build" / "book.pdf"
     before = book_pdf.read_bytes()
 
@@ -84,7 +85,8 @@ def test_failed_join_keeps_the_last_pdf(copy: Path, monkeypatch: pytest.MonkeyPa
     edit(copy, "02_second.py", "Reads what", "Reads, as a prose edit, what")
     with pytest.raises(OSError, match="disk full"):
         rebuild(copy)
-    assert book_pdf.read_bytes() == before
+    assert not book_pdf.exists(), "a failed build left a book.pdf that looks current"
+    assert (copy / "build" / "book.last-good.pdf").read_bytes() == before
     assert not (copy / "build" / "book.pdf.partial").exists()
 
 
