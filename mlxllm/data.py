@@ -23,7 +23,6 @@ from; change it there, then run `make export`.
 import hashlib
 import os
 import urllib.request
-from hashlib import sha256
 from os import getpid
 from pathlib import Path
 from typing import Protocol
@@ -150,7 +149,7 @@ def encode_splits(
     if tokenizer.vocab_size > 1 << 16:
         raise ValueError(f"vocab_size {tokenizer.vocab_size} does not fit "
                          "in uint16 (at most 65,536 ids)")
-    text_hash = sha256(text.encode("utf-8")).hexdigest()
+    text_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
     key = f"{tokenizer.fingerprint()[:16]}-{text_hash[:16]}"
     folder = Path(cache_root) / key
     paths = [folder / "train.npy", folder / "val.npy"]
