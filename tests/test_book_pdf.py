@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,51 @@ def test_rebuild_with_no_change_lays_out_nothing(pdf: tuple[PdfReader, Path],
     report = build_pdf(BOOK, build, "smoke", jobs=2)
     assert (report.executed, report.laid_out) == (0, ())
     assert report.pages == len(reader.pages)
+
+
+# blank space ---------------------------------------------------------------------
+DPI = 24  # enough to see where ink ends on a page
+TOP_MARGIN, BOTTOM_MARGIN, PAGE_HEIGHT = 0.8, 0.85, 9.25  # inches, as in book.css
+INK = 200  # a grey level darker than this is ink
+
+
+def page_fills(pdf_path: Path, folder: Path) -> list[float]:
+    """How far down each page's content area the ink goes (0 empty, 1 full), read
+    from the PDF rendered as grey images: text, figures and tables alike."""
+    subprocess.run(["pdftoppm", "-gray", "-r", str(DPI), str(pdf_path),
+                    str(folder / "page")], check=True)
+    fills = []
+    for image in sorted(folder.glob("page-*.pgm")):
+        data = image.read_bytes()
+        header = re.match(rb"P5\s+(\d+)\s+(\d+)\s+255\s", data)
+        assert header, f"{image.name} is not an 8-bit PGM image"
+        width, height = int(header[1]), int(header[2])
+        pixels = data[header.end():]
+        top = round(TOP_MARGIN * height / PAGE_HEIGHT)
+        bottom = height - round(BOTTOM_MARGIN * height / PAGE_HEIGHT)
+        inked = [row for row in range(top, bottom)
+                 if min(pixels[row * width:(row + 1) * width]) < INK]
+        fills.append((inked[-1] + 1 - top) / (bottom - top) if inked else 0.0)
+    return fills
+
+
+def mid_chapter_pages(reader: PdfReader, fills: list[float]) -> list[int]:
+    """Pages inside a chapter: not the front pages before the first chapter, not a
+    chapter's last page, not a blank page."""
+    starts = sorted(reader.get_destination_page_number(item) for item in reader.outline
+                    if not isinstance(item, list))[1:]  # after Contents
+    inside = []
+    for start, end in zip(starts, [*starts[1:], len(fills)]):
+        pages = [n for n in range(start, end) if fills[n] > 0]
+        inside += pages[:-1]
+    return inside
+
+
+def test_no_mid_chapter_page_is_more_than_a_third_empty(
+        pdf: tuple[PdfReader, Path], tmp_path: Path) -> None:
+    reader, build = pdf
+    fills = page_fills(build / "book.pdf", tmp_path)
+    assert len(fills) == len(reader.pages)
+    gappy = [(n + 1, round(fills[n], 2)) for n in mid_chapter_pages(reader, fills)
+             if fills[n] < 2 / 3]
+    assert not gappy, f"pages (physical number, fill) more than a third empty: {gappy}"

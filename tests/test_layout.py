@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from mlxllm.press import pdf
+from mlxllm.press import floats, pdf
 from mlxllm.press.__main__ import BuildReport, build_pdf, preview_pdf
-from mlxllm.press.layout import is_unit, layout_key, split_book
+from mlxllm.press.layout import is_unit, lay_out, layout_key, split_book
 from mlxllm.press.render import BOOK_TITLE
 from tests.conftest import FIXTURE_BOOK
 
@@ -152,3 +152,42 @@ def test_preview_reuses_the_books_layout(copy: Path) -> None:
     assert "CHAPTER 1\nFirst Chapter" in text
     assert [item.title for item in reader.outline if not isinstance(item, list)] == \
         ["1. First Chapter"]
+
+
+PAGE_STYLE = ("<style>@page { size: 4in 4in; margin: 0.5in; } p { margin: 0 }"
+              "figure { margin: 0; break-inside: avoid; }</style>")
+
+
+def float_document(paragraphs_after: str) -> str:
+    """Two lines of text, a figure too tall for the rest of the page, then more."""
+    figure = ('<figure data-float="f-1"><div style="height: 2.8in; '
+              'background: #888"></div></figure>')
+    return (f"<html><head>{PAGE_STYLE}</head><body><p>First line.<br>Second.</p>"
+            f"{figure}{paragraphs_after}</body></html>")
+
+
+def test_a_figure_that_would_leave_a_gap_moves_past_the_next_paragraphs(
+        tmp_path: Path) -> None:
+    prose = "".join(f"<p>Paragraph {n} of the text that follows.</p>" for n in range(30))
+    pages = lay_out(float_document(prose), tmp_path.as_uri() + "/", tmp_path / "a.pdf")
+    assert pages.fill[0] > 1 - floats.GAP, pages.fill  # prose moved up into the gap
+    text = PdfReader(tmp_path / "a.pdf").pages[0].extract_text()
+    assert "Paragraph 0" in text
+
+
+def test_a_figure_never_moves_past_a_heading(tmp_path: Path) -> None:
+    pages = lay_out(float_document("<h2>Next section</h2><p>Its text.</p>"),
+                    tmp_path.as_uri() + "/", tmp_path / "b.pdf")
+    assert pages.fill[0] < 1 - floats.GAP  # the gap stays: the section starts after
+    assert "Next section" not in PdfReader(tmp_path / "b.pdf").pages[0].extract_text()
+
+
+def test_move_floats_moves_a_figure_past_one_paragraph_and_keeps_the_rest() -> None:
+    document = ('<p>a</p><figure data-float="x-1"><img></figure>'
+                "<ul><li>b<ul><li>c</li></ul></li></ul><p>d</p>")
+    moved, names = floats.move_floats(document, {"x-1"})
+    assert names == {"x-1"}
+    assert moved == ('<p>a</p><ul><li>b<ul><li>c</li></ul></li></ul>'
+                     '<figure data-float="x-1"><img></figure><p>d</p>')
+    assert floats.move_floats(moved.replace("<p>d</p>", "<pre>d</pre>"),
+                              {"x-1"})[1] == set()

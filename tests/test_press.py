@@ -165,6 +165,10 @@ def test_cache_reruns_only_when_code_changes(book: Path, tmp_path: Path,
     chapter.write_text(text.replace("Printing, a value", "Printing (prose edit), a value"))
     assert all(e.from_cache for e in run(book, cache)), "a prose edit re-ran code"
 
+    chapter.write_text(text.replace("#| fig-cap: A straight line.",
+                                    "#| fig-cap: A straight line, recaptioned."))
+    assert all(e.from_cache for e in run(book, cache)), "a caption edit re-ran code"
+
     chapter.write_text(text.replace("pi is about {{ math.pi:.3f }}",
                                     "pi is about {{ math.pi:.4f }}"))
     again = {e.chapter.stem: e.from_cache for e in run(book, cache)}
@@ -188,6 +192,10 @@ def test_fixture_book_renders_every_feature(book: Path, tmp_path: Path,
         assert f">{name}</a>" in page, f"cross reference to {name}"
         assert f'class="capnum">{name}<' in page or name.startswith("Equation")
     assert '<span class="eqnum">(1.1)</span>' in page
+    assert ('<figure class="table" id="tbl-words" data-float="01_first-3"><figcaption>'
+            '<span class="capnum">Table 1.2</span> Words in a prose table, scaled by '
+            '<img class="math"') in page
+    assert 'alt="\\sqrt{d_k}"' in page and '>Table 1.2</a> is a table' in page
     assert "hello from __main__" in page and "1764" in page
     assert page.count("this is hidden") == 1, "output: false hides what the cell printed"
     assert "line 99" in page and "69 lines omitted" in page
@@ -249,6 +257,14 @@ def test_output_lines_wrap_with_a_mark_and_long_outputs_are_trimmed() -> None:
     assert wrapped[0].endswith("↩") and len(wrapped[0]) == 80
     trimmed = format_output("\n".join(str(i) for i in range(100))).split("\n")
     assert "… 68 lines omitted …" in trimmed and trimmed[-1] == "99"
+
+
+def test_output_lines_wrap_at_a_space_not_inside_a_word() -> None:
+    words = " ".join(f"word{i:02d}" for i in range(30))  # 209 characters
+    wrapped = format_output(words).split("\n")
+    assert all(len(line) <= 80 for line in wrapped)
+    assert [line.removesuffix(" ↩").strip() for line in wrapped] == [
+        " ".join(words.split()[start:end]) for start, end in ((0, 11), (11, 22), (22, 30))]
 
 
 # chapters in parts -----------------------------------------------------------------

@@ -104,9 +104,8 @@ def cache_key(chapter: Chapter, profile: str, upstream: dict[str, str]) -> str:
         add(name, version)
     for name in PRESS_FILES:
         add(name, (Path(__file__).parent / name).read_text(encoding="utf-8"))
-    for cell in chapter.cells:
-        if cell.kind == "code":
-            add("code", cell.source)
+    for cell in chapter.code_cells:  # what runs: not labels, captions, echo or output
+        add("code", f"{cell.runs}\0{cell.code}")
     code_cells_before = 0
     for cell in chapter.cells:
         if cell.kind == "code":

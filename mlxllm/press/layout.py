@@ -26,6 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import unquote
 
+from mlxllm.press import floats
+
 FOLIO_BOX = "bottom-center"  # the margin box that prints the page number (book.css)
 UNIT_STYLE = f"@page {{ @{FOLIO_BOX} {{ content: none !important; }} }}"
 FRAME_STYLE = ".press-page + .press-page { break-before: page; }"
@@ -102,7 +104,8 @@ def layout_key(document: str, html_dir: Path) -> str:
     """Hash of what decides the document's pages: its HTML, referenced files, the press."""
     digest = hashlib.sha256()
     digest.update(metadata.version("weasyprint").encode() + b"\0")
-    digest.update(Path(__file__).read_bytes() + b"\0")
+    for module in (__file__, floats.__file__):
+        digest.update(Path(module).read_bytes() + b"\0")
     digest.update(document.encode() + b"\0")
     for name in sorted(set(LOCAL_FILE.findall(document))):
         path = html_dir / unquote(name)
@@ -113,12 +116,14 @@ def layout_key(document: str, html_dir: Path) -> str:
 
 @dataclass(frozen=True)
 class Pages:
-    """A laid-out document: its PDF, page count, blank pages, and where each anchor is."""
+    """A laid-out document: its PDF, page count, blank pages, where each anchor is,
+    and how full each page is (`floats.page_fill`)."""
 
     pdf: Path
     count: int
     blank: tuple[int, ...]
     anchors: dict[str, int]
+    fill: tuple[float, ...] = ()
 
     @classmethod
     def cached(cls, pdf: Path) -> Pages | None:
@@ -126,29 +131,39 @@ class Pages:
         if not (facts.exists() and pdf.exists()):
             return None
         data = json.loads(facts.read_text(encoding="utf-8"))
-        return cls(pdf, data["count"], tuple(data["blank"]), data["anchors"])
+        return cls(pdf, data["count"], tuple(data["blank"]), data["anchors"],
+                   tuple(data.get("fill", ())))
 
 
 def lay_out(document: str, base_url: str, pdf: Path) -> Pages:
     """Lay `document` out into `pdf` (atomically, facts last) and return its pages."""
     import weasyprint
 
-    rendered = weasyprint.HTML(string=document, base_url=base_url).render()
+    def render(text: str) -> weasyprint.Document:
+        return weasyprint.HTML(string=text, base_url=base_url).render()
+
+    rendered = render(document)
+    for _ in range(floats.PASSES):
+        document, moved = floats.move_floats(
+            document, floats.floats_to_move(rendered.pages))
+        if not moved:
+            break
+        rendered = render(document)
     anchors: dict[str, int] = {}
     for number, page in enumerate(rendered.pages):
         for name in page.anchors:
             anchors.setdefault(name, number)
-    # WeasyPrint has no public flag for the blank pages it inserts before a recto opener
-    blank = tuple(n for n, page in enumerate(rendered.pages)
-                  if page._page_box.page_type.blank)
+    blank = floats.blank_pages(rendered.pages)
+    fill = tuple(round(floats.page_fill(page), 3) for page in rendered.pages)
     partial = pdf.with_name(pdf.name + ".partial")
     rendered.write_pdf(partial)
     os.replace(partial, pdf)
-    facts = {"count": len(rendered.pages), "blank": blank, "anchors": anchors}
+    facts = {"count": len(rendered.pages), "blank": blank, "anchors": anchors,
+             "fill": fill}
     partial_facts = pdf.with_name(pdf.stem + ".json.partial")
     partial_facts.write_text(json.dumps(facts), encoding="utf-8")
     os.replace(partial_facts, pdf.with_suffix(".json"))
-    return Pages(pdf, len(rendered.pages), blank, anchors)
+    return Pages(pdf, len(rendered.pages), blank, anchors, fill)
 
 
 def placeholder(section: str, position: int, pages: Pages) -> str:

@@ -33,12 +33,15 @@ OUTPUT_WIDTH = 80
 OUTPUT_MAX_LINES = 36
 OUTPUT_HEAD, OUTPUT_TAIL = 24, 8
 MATH_PX = 14.5
-LONG_LISTING = 30  # lines; a shorter listing is never split across two pages
+LONG_LISTING = 12  # lines; a shorter listing is never split across two pages
 KIND_NAMES = {"fig": "Figure", "tbl": "Table", "lst": "Listing", "eq": "Equation"}
 DISPLAY_MATH = re.compile(r"\$\$(?P<tex>.+?)\$\$(?:\s*\{#(?P<label>eq-[\w-]+)\})?", re.S)
 # inline math may wrap onto the next source line, but never spans a blank line
 INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\s)(?P<tex>(?:[^$\n]|\n(?!\s*\n))+?)(?<!\s)\$(?!\d)")
 CROSS_REF = re.compile(r"(?<![\w@])@(?P<label>(?:fig|tbl|lst|eq)-[\w-]*[\w])")
+# `: Caption {#tbl-name}`, a paragraph of its own after a Markdown table, captions it
+TABLE_CAPTION = re.compile(r"^: (?P<caption>.+?) \{#(?P<label>tbl-[\w-]+)\}[ \t]*$", re.M)
+CAPTIONED_TABLE = re.compile("(<table>.*?</table>)\\s*<p>\ue004(\\d+)\ue004</p>", re.S)
 SLOT = "\ue000{}\ue001"  # private-use marks: Markdown strips \x02/\x03
 SLOT_RE = re.compile("\ue000(\\d+)\ue001")
 HEADING_TAG = re.compile(r"<(/?)h([1-5])\b")
@@ -108,7 +111,9 @@ def number_chapters(chapters: list[Chapter]) -> BookIndex:
             if cell.kind == "code" and "label" in cell.options:
                 index.add(chapter, cell.line, str(cell.options["label"]), count)
             elif cell.kind == "markdown":
-                for match in DISPLAY_MATH.finditer(cell.source):
+                labelled = [*DISPLAY_MATH.finditer(cell.source),
+                            *TABLE_CAPTION.finditer(cell.source)]
+                for match in sorted(labelled, key=lambda m: m.start()):
                     if match["label"]:
                         line = cell.line + cell.source[: match.start()].count("\n")
                         index.add(chapter, line, match["label"], count)
@@ -150,13 +155,21 @@ class MathRenderer:
         return self.done[key]
 
 
+def wrap_point(line: str) -> int:
+    """Where to cut a line longer than OUTPUT_WIDTH: after its last space that leaves
+    room for the continuation mark, or mid-word when a word fills most of the width."""
+    space = line.rfind(" ", 0, OUTPUT_WIDTH - 1)
+    return space + 1 if space >= OUTPUT_WIDTH // 2 else OUTPUT_WIDTH - 2
+
+
 def format_output(text: str) -> str:
     """Wrap long lines with a continuation mark and trim long outputs, visibly."""
     lines = []
     for line in text.rstrip("\n").expandtabs().split("\n"):
         while len(line) > OUTPUT_WIDTH:
-            lines.append(line[: OUTPUT_WIDTH - 1] + "↩")
-            line = "  " + line[OUTPUT_WIDTH - 1 :]
+            cut = wrap_point(line)
+            lines.append(line[:cut].rstrip() + " ↩")
+            line = "  " + line[cut:].lstrip(" ")
         lines.append(line)
     if len(lines) > OUTPUT_MAX_LINES:
         omitted = len(lines) - OUTPUT_HEAD - OUTPUT_TAIL
@@ -168,6 +181,13 @@ def caption_html(text: object) -> str:
     """A caption's inline Markdown (code, emphasis) as HTML, without the paragraph."""
     rendered = markdown.markdown(str(text), extensions=["smarty"])
     return re.sub(r"^<p>|</p>$", "", rendered.strip())
+
+
+def restore_slots(text: str, slots: list[str]) -> str:
+    """Put back the fragments that were kept out of Markdown's way, nested ones too."""
+    while SLOT_RE.search(text):
+        text = SLOT_RE.sub(lambda m: slots[int(m[1])], text)
+    return text
 
 
 class ChapterRenderer:
@@ -184,6 +204,7 @@ class ChapterRenderer:
         self.number = index.chapter_numbers[self.chapter.stem]
         self.sections: list[tuple[str, str]] = []
         self.figures = 0
+        self.floats = 0
         self.inline_values = iter(v for values in run.inline for v in values)
         self.code_outputs = iter(run.code)
 
@@ -195,8 +216,24 @@ class ChapterRenderer:
         return self.chapter.path, cell.line + offset
 
     # prose ---------------------------------------------------------------------
+    def caption(self, cell: Cell, option: str, text: str | None = None) -> str:
+        """A caption as HTML: inline Markdown, and $…$ math typeset like the body's."""
+        slots: list[str] = []
+
+        def math(match: re.Match) -> str:
+            slots.append(self.math(match["tex"], False, self.where(cell)))
+            return SLOT.format(len(slots) - 1)
+
+        source = str(cell.options.get(option, "")) if text is None else text
+        return restore_slots(caption_html(INLINE_MATH.sub(math, source)), slots)
+
     def prose(self, cell: Cell, text: str) -> str:
         slots: list[str] = []
+        captions: list[tuple[str, str]] = []
+
+        def table_caption(match: re.Match) -> str:
+            captions.append((match["caption"], match["label"]))
+            return f"\ue004{len(captions) - 1}\ue004"
 
         def keep(fragment: str) -> str:
             slots.append(fragment)
@@ -205,6 +242,7 @@ class ChapterRenderer:
         def line_of(position: int) -> int:
             return text[:position].count("\n")
 
+        text = TABLE_CAPTION.sub(table_caption, text)
         for match in reversed(inline_matches(text)):  # right to left keeps offsets
             text = text[: match.start()] + "\ue002" + text[match.end():]
         text = re.sub("\ue002", lambda m: html.escape(next(self.inline_values)), text)
@@ -242,8 +280,22 @@ class ChapterRenderer:
                               "sane_lists", "smarty", "footnotes"],
             extension_configs={"codehilite": {"guess_lang": False, "css_class": "highlight"}},
         )
-        while SLOT_RE.search(rendered):
-            rendered = SLOT_RE.sub(lambda m: slots[int(m[1])], rendered)
+        rendered = restore_slots(rendered, slots)
+
+        def captioned(match: re.Match) -> str:
+            caption, label = captions[int(match[2])]
+            target = self.index.targets[label]
+            return (f'<figure class="table" id="{target.anchor}" '
+                    f'data-float="{self.float_name()}"><figcaption><span class="capnum">'
+                    f"{target.name}</span> {self.caption(cell, '', caption)}</figcaption>"
+                    f"{match[1]}</figure>")
+
+        rendered = CAPTIONED_TABLE.sub(captioned, rendered)
+        if "\ue004" in rendered:
+            raise ChapterFormatError(
+                self.chapter.path, cell.line,
+                "a table caption line `: Caption {#tbl-name}` must be a paragraph of "
+                "its own right after a Markdown table")
         if self.chapter.continues:
             rendered = demote_headings(rendered)
         return self.number_sections(rendered)
@@ -278,7 +330,7 @@ class ChapterRenderer:
                 module = f"mlxllm/{module}.py"
                 block = f'<div class="export-tag">exported to {module}</div>' + block
             if kind == "lst":
-                caption = caption_html(cell.options.get("lst-cap", ""))
+                caption = self.caption(cell, "lst-cap")
                 block = (f'<div class="listing" id="{label}"><div class="caption">'
                          f'<span class="capnum">{target.name}</span> {caption}</div>'
                          f"{block}</div>")
@@ -306,11 +358,12 @@ class ChapterRenderer:
             table = markdown.markdown(output.value_markdown, extensions=["tables"])
             caption = ""
             if kind == "tbl" and target:
-                text = caption_html(cell.options.get("tbl-cap", ""))
+                text = self.caption(cell, "tbl-cap")
                 caption = (f'<figcaption><span class="capnum">{target.name}</span> '
                            f"{text}</figcaption>")
             anchor = f' id="{target.anchor}"' if kind == "tbl" and target else ""
-            return f'<figure class="table"{anchor}>{caption}{table}</figure>'
+            return (f'<figure class="table"{anchor} data-float="{self.float_name()}">'
+                    f"{caption}{table}</figure>")
         return f'<pre class="output result">{format_output(output.value)}</pre>'
 
     def figure(self, cell: Cell, svg: str, target: Target | None) -> str:
@@ -322,11 +375,17 @@ class ChapterRenderer:
         caption = ""
         anchor = ""
         if target:
-            text = caption_html(cell.options.get("fig-cap", ""))
+            text = self.caption(cell, "fig-cap")
             caption = (f'<figcaption><span class="capnum">{target.name}</span> '
                        f"{text}</figcaption>")
             anchor = f' id="{target.anchor}"'
-        return f'<figure class="figure"{anchor}><img src="figures/{name}" alt="">{caption}</figure>'
+        return (f'<figure class="figure"{anchor} data-float="{self.float_name()}">'
+                f'<img src="figures/{name}" alt="">{caption}</figure>')
+
+    def float_name(self) -> str:
+        """A name for the next figure or table that the press may move (press/floats.py)."""
+        self.floats += 1
+        return f"{self.chapter.stem}-{self.floats}"
 
     # chapter -------------------------------------------------------------------
     def body(self) -> str:
