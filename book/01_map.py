@@ -54,7 +54,7 @@ from mlxllm.book import Table, pick
 # A language model does one thing: given some text, it scores every possible
 # next piece of text. Everything else, chat included, is that one step run in
 # a loop. @fig-map shows the path a piece of text takes through the model, and
-# the table below lists the same components with what each one does, how hard
+# @tbl-components lists the same components with what each one does, how hard
 # it is to get right, and where this book builds it.
 #
 # | component | what it does | difficulty | chapter |
@@ -68,6 +68,8 @@ from mlxllm.book import Table, pick
 # | training loop | backpropagation and an optimizer | ★★ | 7 |
 # | fitting on a laptop | training within memory and time | ★★ | 8 |
 # | sampling, KV cache | fast generation, token by token | ★★ | 9, planned |
+#
+# : The components of a GPT and where this book builds them {#tbl-components}
 #
 # The tokenizer is where text stops being text: a model only does arithmetic,
 # so every character or word must become an integer first. The embedding layer

@@ -1008,8 +1008,9 @@ print(f"n = {repeat_size}, {len(repeated)} times: {min(repeated):,.0f} to "
 # ## MLX, PyTorch and NumPy side by side
 #
 # Much LLM code you will read is written in PyTorch, and much numerical code in
-# NumPy. The table maps the calls this book uses. PyTorch is not installed
-# where this book is built, so its column comes from PyTorch's documentation;
+# NumPy. @tbl-numpy-mlx-torch maps the calls this book uses. PyTorch is not
+# installed where this book is built, so its column comes from PyTorch's
+# documentation;
 # the MLX and NumPy columns are checked by the cell after the table.
 #
 # | task | NumPy | MLX | PyTorch |
@@ -1033,6 +1034,8 @@ print(f"n = {repeat_size}, {len(repeated)} times: {min(repeated):,.0f} to "
 # | evaluation | eager | lazy, `mx.eval(x)` | eager (asynchronous on GPU) |
 # | compile | none | `mx.compile(f)` | `torch.compile(f)` |
 # | to NumPy | itself | `np.array(x)` | `x.numpy()` |
+#
+# : The calls this book uses in NumPy, MLX and PyTorch {#tbl-numpy-mlx-torch}
 #
 # The row that trips people up is the update. In NumPy and PyTorch, `x[i] = v`
 # writes into memory, and every view of that memory (a slice, a reshape) sees
@@ -1135,30 +1138,26 @@ assert counts.tolist() == [1, 0, 1, 0]
 # %% [markdown]
 # ## Exercises
 #
-# **2.1 ★ Adding in half precision.** Starting from zero, add 0.01 one
-# thousand times in float32, float16 and bfloat16 (cast after every
-# addition). Which totals are far from 10, and why does bfloat16 stop
-# growing? What does this say about where a model trained in bfloat16
-# should keep its running sums?
-#
-# **2.2 ★ Second derivatives.** Use `mx.grad(mx.grad(f))` to get $f''$ for
-# $f(x) = x^3 \sin x$, and check it against the analytic second derivative
-# at a few points.
-#
-# **2.3 ★★ Matrix times vector.** Write `matvec_gflops(n)`, the throughput
-# of an $n \times n$ matrix times a vector ($2n^2$ FLOPs), using
-# `median_seconds`. Compare it with `matmul_gflops(n)` for a few sizes.
-# Explain the gap by counting bytes read per FLOP in each case. Which of
-# the two does generating text one token at a time resemble?
-#
-# **2.4 ★★ Learning rates with and without bias correction.** Sweep the
-# learning rate of AdamW on this chapter's sine-fitting problem, with and
-# without bias correction, and plot the final loss against the learning
-# rate. By about what factor do the two best learning rates differ, and
-# how does that relate to @fig-adam-ratio?
-#
-# **2.5 ★★★ Adam from scratch.** Write AdamW with bias correction
-# yourself, as a function that maps a parameter tree, a gradient tree and
-# a state tree to new ones with `mlx.utils.tree_map`. Train the MLP with
-# it and with `optim.AdamW(bias_correction=True)` from the same start, and
-# show that the parameters agree to float32 rounding after many steps.
+# 1. ★ Adding in half precision. Starting from zero, add 0.01 one
+#    thousand times in float32, float16 and bfloat16 (cast after every
+#    addition). Which totals are far from 10, and why does bfloat16 stop
+#    growing? What does this say about where a model trained in bfloat16
+#    should keep its running sums?
+# 2. ★ Second derivatives. Use `mx.grad(mx.grad(f))` to get $f''$ for
+#    $f(x) = x^3 \sin x$, and check it against the analytic second derivative
+#    at a few points.
+# 3. ★★ Matrix times vector. Write `matvec_gflops(n)`, the throughput
+#    of an $n \times n$ matrix times a vector ($2n^2$ FLOPs), using
+#    `median_seconds`. Compare it with `matmul_gflops(n)` for a few sizes.
+#    Explain the gap by counting bytes read per FLOP in each case. Which of
+#    the two does generating text one token at a time resemble?
+# 4. ★★ Learning rates with and without bias correction. Sweep the
+#    learning rate of AdamW on this chapter's sine-fitting problem, with and
+#    without bias correction, and plot the final loss against the learning
+#    rate. By about what factor do the two best learning rates differ, and
+#    how does that relate to @fig-adam-ratio?
+# 5. ★★★ Adam from scratch. Write AdamW with bias correction
+#    yourself, as a function that maps a parameter tree, a gradient tree and
+#    a state tree to new ones with `mlx.utils.tree_map`. Train the MLP with
+#    it and with `optim.AdamW(bias_correction=True)` from the same start, and
+#    show that the parameters agree to float32 rounding after many steps.

@@ -1501,6 +1501,8 @@ def preset(name: str, vocab_size: int) -> tuple[GPTConfig, TrainConfig]:
 # How long the full run takes follows from chapter 6's FLOP count:
 
 # %%
+#| label: tbl-full-run-hours
+#| tbl-cap: Hours the full preset's 5,000 steps would take at the baby run's measured rate here and at sustained rates a MacBook GPU might reach (computed, not measured).
 full_config, full_train = preset("full", char_tokenizer.vocab_size)
 full_tokens = full_train.steps * full_train.batch_size * full_config.context
 full_flops = train_flops_per_token(full_config) * full_tokens

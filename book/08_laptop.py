@@ -477,6 +477,8 @@ print(f"largest difference between the updated weights: {update_gap:.1e}")
 # {{ accumulation_counts[-1] }} micro-batches:
 
 # %%
+#| label: tbl-accumulation-memory
+#| tbl-cap: One optimizer step split into micro-batches: the peak memory estimated and measured, and the time of a step.
 accumulation_batch = pick(smoke=8, book=32)
 accumulation_counts = pick(smoke=[1, 4], book=[1, 2, 4, 8])
 accumulation_rows = []
@@ -848,6 +850,8 @@ Table(format_rows, ["format", "bits", "largest", "smallest normal",
 # back to where it started:
 
 # %%
+#| label: tbl-bfloat16-updates
+#| tbl-cap: How many weights a small update leaves unchanged when the weights are kept in bfloat16.
 one = mx.array(1.0, dtype=mx.bfloat16)
 print("1 + 0.001 in bfloat16 =", (one + 1e-3).item())
 mx.random.seed(0)
@@ -1111,6 +1115,8 @@ print(record["train_class"], {key: record["train"][key]
 # the trainer's own step.
 
 # %%
+#| label: tbl-precisions
+#| tbl-cap: The three precisions on the baby model: peak memory estimated and measured, and the time of a step.
 def trainer_step(precision: str) -> Callable[[GPT], StepFn]:
     """A setup for measure_step: the step a MemorySavingTrainer builds."""
     def setup(model: GPT) -> StepFn:

@@ -69,6 +69,8 @@ assert unigram_loss < uniform_loss
 # on text drawn from its own distribution, shows what temperature does.
 
 # %%
+#| label: tbl-solution-1-2
+#| tbl-cap: Entropy and perplexity of the model's next-character distribution at each temperature.
 def entropy(logits: mx.array) -> float:
     log_probs = logits - mx.logsumexp(logits)
     return -(mx.exp(log_probs) * log_probs).sum().item()
@@ -231,6 +233,8 @@ print("requests:", served, "then", CountingHandler.requests_served)
 # in training, of the attention layer and of the MLP at growing contexts.
 
 # %%
+#| label: tbl-solution-1-5
+#| tbl-cap: Forward and backward time of the attention layer and of the MLP as the context grows.
 def step_ms(module: nn.Module, forward, x: mx.array) -> float:
     loss_and_grad = nn.value_and_grad(module, lambda m, x: forward(m, x).sum())
     mx.eval(loss_and_grad(module, x))
@@ -355,6 +359,8 @@ assert profile() == "smoke" or last_val > best_val + 0.5
 # how often that choice is right (its accuracy), on both texts:
 
 # %%
+#| label: tbl-solution-1-6
+#| tbl-cap: The overfitted model's confidence in its top choice and how often that choice is right, on its training text and on new text.
 def confidence_and_accuracy(ids: mx.array) -> tuple[float, float]:
     x, y = window_batch(ids)
     probs = mx.softmax(small_model(x), axis=-1)

@@ -92,6 +92,8 @@ for value in (-2.0, 0.5, 1.3, 3.0):
 # in GB/s than in GFLOP/s.
 
 # %%
+#| label: tbl-solution-2-3
+#| tbl-cap: Matrix product against matrix-vector product: GFLOP/s, and the matrix-vector product's GB/s read.
 def matvec_gflops(n: int, dtype: mx.Dtype = mx.float32,
                   repeats: int = 5) -> float:
     """Measured speed of an n×n matrix times a vector, in GFLOP/s."""

@@ -50,6 +50,8 @@ for name, pattern in [("GPT-2", GPT2_SPLIT_PATTERN),
         "\n", "↵"))
 
 # %%
+#| label: tbl-solution-3-1
+#| tbl-cap: GPT-2's and GPT-4's pre-tokenizer patterns on the validation text.
 split_rows = []
 for name, pattern in [("GPT-2", GPT2_SPLIT_PATTERN),
                       ("GPT-4", GPT4_SPLIT_PATTERN)]:
@@ -165,6 +167,8 @@ most_merges = depth[deepest[0]]
 # with one added to every count so that no token gets probability zero.
 
 # %%
+#| label: tbl-solution-3-4
+#| tbl-cap: A unigram model's loss per character for each vocabulary size: the part of the gain that frequencies alone explain.
 def unigram_nats_per_char(train_ids: list[int], val_ids: list[int],
                           size: int) -> float:
     counts = np.bincount(train_ids, minlength=size) + 1.0
@@ -201,6 +205,8 @@ Table(unigram_rows, ["tokenizer", "ids", "unigram nats per character"])
 # Train both SentencePiece models with the chapter's lossless settings.
 
 # %%
+#| label: tbl-solution-3-5
+#| tbl-cap: Characters per token of SentencePiece's BPE and unigram models against ours, all with 2,048 ids.
 sp_models = {}
 with tempfile.TemporaryDirectory() as sp_dir:
     for model_type in ("bpe", "unigram"):
@@ -283,6 +289,8 @@ def encode_chunk_heap(chunk: bytes, merge_ids: dict) -> list[int]:
 # they are pushed. Entries that no longer match their pair are skipped.
 
 # %%
+#| label: tbl-solution-3-6
+#| tbl-cap: `encode_chunk` against the heap encoder as chunks grow: merges used and time per character per merge.
 letters = regex.sub(r"[^a-z]", "", val_text.lower())
 
 

@@ -126,6 +126,8 @@ print(f"gradient norm {norms[0]:.3f} vs {norms[1]:.3f}; largest "
 # `measure_step` idea is repeated here in a few lines.
 
 # %%
+#| label: tbl-solution-8-3
+#| tbl-cap: Checkpointing every block against every other one: peak memory and time of a step.
 def measure(config: GPTConfig, batch_size: int,
             every: int | None) -> tuple[float, float]:
     """Peak MiB and median ms of a compiled step with every `every`-th
