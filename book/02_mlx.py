@@ -966,17 +966,13 @@ ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3)
 # chapter there to see how much that buys. Which dtype to train in is a
 # question for your machine, answered by measuring it.
 #
-# @tbl-machine is what `describe_machine()` returned during this run, with the
-# benchmark at the largest size it measured.
+# This chapter ran on the machine of @tbl-build-machine, in the preface; at
+# the largest size it measured, n = {{ float32_sizes[-1] }}, float32 ran at
+# {{ throughput['float32'][-1]:,.1f }} GFLOP/s.
 
 # %%
-#| label: tbl-machine
-#| tbl-cap: The machine that ran this chapter, from `describe_machine()`.
+#| echo: false
 machine = describe_machine()
-machine[f"float32 matmul, n = {float32_sizes[-1]}"] = (
-    f"{throughput['float32'][-1]:,.1f} GFLOP/s"
-)
-Table(list(machine.items()), ["property", "value"])
 
 # %% [markdown]
 # One machine, yet this chapter has already printed several throughputs for

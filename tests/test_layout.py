@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -142,6 +143,10 @@ def test_joined_book_keeps_links_outline_and_title(built: Path) -> None:
                 for item, children in zip(reader.outline, [*reader.outline[1:], None])
                 if not isinstance(item, list) and isinstance(children, list)}
     assert sections["A. An Appendix"] == ["A.1 Answers to chapter 1", "A.2 Answers to chapter 2"]
+    assert [child.title for child in reader.outline[1]] == ["Figures", "Tables"]
+    lists = "".join(reader.pages[n].extract_text() for n in range(len(reader.pages))
+                    if "Tables" in reader.pages[n].extract_text()[:40])
+    assert re.search(r"1\.2\s*Words in a prose table, scaled by…[ .]*\d+", lists), lists
 
 
 def test_preview_reuses_the_books_layout(copy: Path) -> None:

@@ -58,6 +58,7 @@ class Target:
     kind: str
     number: str
     anchor: str
+    caption: str = ""  # its caption's Markdown, for the list of figures and tables
 
     @property
     def name(self) -> str:
@@ -71,14 +72,15 @@ class BookIndex:
     chapter_numbers: dict[str, str] = field(default_factory=dict)
     targets: dict[str, Target] = field(default_factory=dict)
 
-    def add(self, chapter: Chapter, line: int, label: str, count: dict[str, int]) -> None:
+    def add(self, chapter: Chapter, line: int, label: str, count: dict[str, int],
+            caption: str = "") -> None:
         if label in self.targets:
             raise ChapterFormatError(chapter.path, line, f"label {label!r} is used twice")
         kind = label.split("-", 1)[0]
         count[kind] = count.get(kind, 0) + 1
         prefix = self.chapter_numbers[chapter.stem]
         number = f"{prefix}.{count[kind]}" if prefix else str(count[kind])
-        self.targets[label] = Target(kind, number, label)
+        self.targets[label] = Target(kind, number, label, caption)
 
 
 def number_chapters(chapters: list[Chapter]) -> BookIndex:
@@ -109,14 +111,17 @@ def number_chapters(chapters: list[Chapter]) -> BookIndex:
         count = counts.setdefault(chapter.continues or chapter.stem, {})
         for cell in chapter.cells:
             if cell.kind == "code" and "label" in cell.options:
-                index.add(chapter, cell.line, str(cell.options["label"]), count)
+                label = str(cell.options["label"])
+                caption = str(cell.options.get(label.split("-", 1)[0] + "-cap", ""))
+                index.add(chapter, cell.line, label, count, caption)
             elif cell.kind == "markdown":
                 labelled = [*DISPLAY_MATH.finditer(cell.source),
                             *TABLE_CAPTION.finditer(cell.source)]
                 for match in sorted(labelled, key=lambda m: m.start()):
                     if match["label"]:
                         line = cell.line + cell.source[: match.start()].count("\n")
-                        index.add(chapter, line, match["label"], count)
+                        caption = match.groupdict().get("caption") or ""
+                        index.add(chapter, line, match["label"], count, caption)
     return index
 
 
@@ -459,6 +464,28 @@ def table_of_contents(entries: list[TocEntry]) -> str:
             f'<ul class="toc">{"".join(rows)}</ul></section>')
 
 
+def list_entry(caption: str) -> str:
+    """A caption's first sentence, without math, as a list-of-figures entry."""
+    first = re.split(r"(?<=[.!?])\s", caption.strip(), maxsplit=1)[0]
+    if "$" in first:
+        first = first[: first.index("$")].rstrip(" ,;:") + "…"
+    return caption_html(first)
+
+
+def list_of_floats(index: BookIndex) -> str:
+    """The list of figures and the list of tables, with the pages they are on."""
+    parts = []
+    for kind, title, anchor in (("fig", "Figures", "figures"), ("tbl", "Tables", "tables")):
+        rows = "".join(
+            f'<li class="toc-float"><a href="#{t.anchor}"><span class="floatnum">'
+            f"{t.number}</span>{list_entry(t.caption)}</a></li>"
+            for t in index.targets.values() if t.kind == kind)
+        parts.append(f'<section class="front toc" id="{anchor}">'
+                     f'<h1 class="toc-title list-title">{title}</h1>'
+                     f'<ul class="toc">{rows}</ul></section>')
+    return "".join(parts)
+
+
 def cover_art(out_dir: Path) -> str:
     """A causal attention mask drawn as a grid: the book's one decoration."""
     size, cell = 16, 18
@@ -514,7 +541,9 @@ def render_book(executed: list[Executed], out_dir: Path, profile: str,
         f'<meta name="author" content="{AUTHORS}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<link rel="stylesheet" href="book.css"></head><body>'
-        + ("" if book else cover + title_page + table_of_contents(toc)) + "".join(sections)
+        + ("" if book else cover + title_page + table_of_contents(toc)
+           + list_of_floats(index))
+        + "".join(sections)
         + "</body></html>\n"
     )
     target = out_dir / "index.html"
