@@ -218,7 +218,7 @@ check_configs = pick(
           ("baby, 1,024 ids", GPTConfig.baby(1024), 12),
           ("baby, 8 blocks", GPTConfig.baby(vocab, n_layer=8), 12),
           ("full, batch 4", GPTConfig.full(vocab), 4)])
-baby_shape = GPTConfig.baby(vocab)  # the code counts what @tbl-saved says
+baby_shape = GPTConfig.baby(vocab)  # the code counts what the table says
 assert layer_floats_per_token(baby_shape) == (
     saved_d * baby_shape.n_embd + baby_shape.n_head * baby_shape.context)
 memory_rows, predicted_terms = [], []

@@ -89,7 +89,7 @@ assert match in (16, 32, 64)
 
 # %% [markdown]
 # The entropy falls steadily with $c$, and the unscaled width-1,024 scores,
-# at {{ target:.2f }} nats, sit closest to $c = $ {{ match }}.
+# at {{ target:.2f }} nats, sit closest to $c$ = {{ match }}.
 # Near $\sqrt{1024} = 32$, as expected: leaving out the scale is the same
 # as running every head at a temperature of $1/\sqrt{d_k}$. A learned head
 # can sharpen itself by growing its queries, as the hand-built heads of
