@@ -25,6 +25,8 @@
 # - **Dao et al., 2022.** Tri Dao, Daniel Y. Fu, Stefano Ermon, Atri Rudra and
 #   Christopher Ré. *FlashAttention: Fast and Memory-Efficient Exact Attention with
 #   IO-Awareness.* NeurIPS 2022. arXiv:2205.14135.
+# - **Fan et al., 2018.** Angela Fan, Mike Lewis and Yann Dauphin. *Hierarchical
+#   Neural Story Generation.* ACL 2018. arXiv:1805.04833.
 # - **Gage, 1994.** Philip Gage. *A New Algorithm for Data Compression.* The C Users
 #   Journal 12(2), 1994. The original byte pair encoding, for compression.
 # - **Gupta et al., 2015.** Suyog Gupta, Ankur Agrawal, Kailash Gopalakrishnan and
@@ -33,6 +35,9 @@
 # - **Hannun et al., 2023.** Awni Hannun, Jagrit Digani, Angelos Katharopoulos and
 #   Ronan Collobert. *MLX: Efficient and flexible machine learning on Apple silicon.*
 #   Software, 2023. <https://github.com/ml-explore/mlx>
+# - **Holtzman et al., 2020.** Ari Holtzman, Jan Buys, Li Du, Maxwell Forbes and
+#   Yejin Choi. *The Curious Case of Neural Text Degeneration.* International
+#   Conference on Learning Representations (ICLR 2020). arXiv:1904.09751.
 # - **Hendrycks & Gimpel, 2016.** Dan Hendrycks and Kevin Gimpel. *Gaussian Error
 #   Linear Units (GELUs).* arXiv:1606.08415, 2016.
 # - **Kalamkar et al., 2019.** Dhiraj Kalamkar et al. *A Study of BFLOAT16 for Deep
@@ -45,6 +50,9 @@
 # - **Karpathy, 2022.** Andrej Karpathy. *nanoGPT: the simplest, fastest repository
 #   for training/finetuning medium-sized GPTs.* Software, 2022.
 #   <https://github.com/karpathy/nanoGPT>
+# - **Keskar et al., 2019.** Nitish Shirish Keskar, Bryan McCann, Lav R. Varshney,
+#   Caiming Xiong and Richard Socher. *CTRL: A Conditional Transformer Language
+#   Model for Controllable Generation.* arXiv:1909.05858, 2019.
 # - **Kingma & Ba, 2015.** Diederik P. Kingma and Jimmy Ba. *Adam: A Method for
 #   Stochastic Optimization.* International Conference on Learning Representations
 #   (ICLR 2015). arXiv:1412.6980.
@@ -66,6 +74,9 @@
 # - **Micikevicius et al., 2018.** Paulius Micikevicius et al. *Mixed Precision
 #   Training.* International Conference on Learning Representations (ICLR 2018).
 #   arXiv:1710.03740.
+# - **Nguyen et al., 2024.** Minh Nguyen, Andrew Baker, Clement Neo, Allen Roush,
+#   Andreas Kirsch and Ravid Shwartz-Ziv. *Turning Up the Heat: Min-p Sampling for
+#   Creative and Coherent LLM Outputs.* arXiv:2407.01082, 2024 (ICLR 2025).
 # - **Okabe & Ito, 2008.** Masataka Okabe and Kei Ito. *Color Universal Design
 #   (CUD): How to make figures and presentations that are friendly to colorblind
 #   people.* 2008. The palette of every figure in this book.
@@ -75,8 +86,15 @@
 # - **Polyak & Juditsky, 1992.** Boris T. Polyak and Anatoli B. Juditsky.
 #   *Acceleration of Stochastic Approximation by Averaging.* SIAM Journal on Control
 #   and Optimization 30(4), 1992.
+# - **Pope et al., 2022.** Reiner Pope, Sholto Douglas, Aakanksha Chowdhery, Jacob
+#   Devlin, James Bradbury, Anselm Levskaya, Jonathan Heek, Kefan Xiao, Shivani
+#   Agrawal and Jeff Dean. *Efficiently Scaling Transformer Inference.*
+#   arXiv:2211.05102, 2022 (MLSys 2023).
 # - **Press & Wolf, 2017.** Ofir Press and Lior Wolf. *Using the Output Embedding to
 #   Improve Language Models.* EACL 2017. arXiv:1608.05859.
+# - **Raschka, 2024.** Sebastian Raschka. *Build a Large Language Model (From
+#   Scratch).* Manning, 2024; its code repository's bonus material on the KV cache,
+#   ch04/03_kv-cache. <https://github.com/rasbt/LLMs-from-scratch>
 # - **Radford et al., 2019.** Alec Radford, Jeffrey Wu, Rewon Child, David Luan, Dario
 #   Amodei and Ilya Sutskever. *Language Models are Unsupervised Multitask Learners.*
 #   OpenAI, 2019 (the GPT-2 report; its byte-level BPE and split pattern).

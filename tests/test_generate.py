@@ -4,12 +4,21 @@ prints them as text that never splits a character."""
 from __future__ import annotations
 
 import mlx.core as mx
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlxllm.cli import stream_text
-from mlxllm.generate import generate, generate_stream
+from mlxllm.generate import (
+    Sampler,
+    apply_repetition_penalty,
+    generate,
+    generate_stream,
+    min_p_filter,
+    top_k_filter,
+    top_p_filter,
+)
 from mlxllm.model import GPT, GPTConfig
 from mlxllm.tokenizer import BPETokenizer
 
@@ -53,3 +62,64 @@ def test_streamed_text_holds_back_a_character_until_its_last_byte() -> None:
 @given(st.lists(st.integers(0, TOKENIZER.vocab_size - 1), max_size=40))
 def test_streamed_text_is_the_decoded_text(ids: list[int]) -> None:
     assert "".join(stream_text(TOKENIZER, ids)) == TOKENIZER.decode(ids)
+
+
+# --- chapter 9: the decoding rules ---------------------------------------------------------
+
+LOGITS = mx.array([3.0, -1.0, 2.0, 2.0, 0.5, -4.0, 1.0, 2.0])
+
+
+def kept_ids(filtered: mx.array) -> set[int]:
+    return {i for i, alive in enumerate(np.isfinite(np.array(filtered))) if alive}
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 8])
+def test_top_k_keeps_exactly_k_even_with_ties(k: int) -> None:
+    kept = kept_ids(top_k_filter(LOGITS, k))
+    assert len(kept) == k
+    values = np.array(LOGITS)
+    assert values[list(kept)].min() >= np.delete(values, list(kept)).max(initial=-np.inf)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-8, 8), min_size=2, max_size=30), st.floats(0.01, 1.0))
+def test_top_p_keeps_at_least_p_and_no_more_tokens_than_needed(values: list[float],
+                                                               p: float) -> None:
+    logits = mx.array(values)
+    probs = np.array(mx.softmax(logits, precise=True), dtype=np.float64)
+    kept = kept_ids(top_p_filter(logits, p))
+    assert probs[list(kept)].sum() >= p - 1e-5
+    smallest = min(kept, key=lambda i: (probs[i], -i))
+    assert probs[list(kept - {smallest})].sum() < p + 1e-5
+    assert probs[list(kept)].min() >= np.delete(probs, list(kept)).max(initial=0)
+
+
+def test_min_p_keeps_tokens_at_least_min_p_times_the_top_one() -> None:
+    probs = np.array(mx.softmax(LOGITS, precise=True))
+    for min_p in (0.05, 0.2, 0.5, 1.0):
+        kept = kept_ids(min_p_filter(LOGITS, min_p))
+        assert kept == {i for i, q in enumerate(probs) if q >= min_p * probs.max() - 1e-7}
+
+
+def test_repetition_penalty_lowers_positive_and_negative_logits() -> None:
+    logits = mx.array([2.0, -2.0, 1.0, -1.0])
+    penalized = np.array(apply_repetition_penalty(logits, [0, 1, 1], 2.0))
+    assert penalized.tolist() == [1.0, -4.0, 1.0, -1.0]
+    assert apply_repetition_penalty(logits, [0], 1.0) is logits
+
+
+def test_a_sampler_rejects_bad_settings_when_made() -> None:
+    for bad in (dict(temperature=-1), dict(top_k=0), dict(top_p=1.5), dict(min_p=0),
+                dict(repetition_penalty=0.5)):
+        with pytest.raises(ValueError):
+            Sampler(**bad)
+
+
+def test_a_sampler_draws_only_kept_tokens_and_reproduces_its_draws() -> None:
+    sampler = Sampler(temperature=1.5, top_k=3)
+    keys = mx.random.split(mx.random.key(1), 50)
+    draws = [sampler(LOGITS, [], key) for key in keys]
+    assert set(draws) <= {0, 2, 3}
+    assert draws == [sampler(LOGITS, [], key) for key in keys]
+    assert Sampler(temperature=0)(LOGITS, [], keys[0]) == 0
+    assert Sampler(temperature=0, repetition_penalty=2.0)(LOGITS, [0], keys[0]) == 2
