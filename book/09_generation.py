@@ -16,7 +16,10 @@
 # Then the key-value cache, which stores what each layer computed for the
 # positions already seen, so that a new token costs one position's work
 # instead of the whole window's. You check that the cache changes the
-# cost and never the text, and measure what it buys. On the map of
+# cost and never the text: with it and without it, greedy decoding writes
+# the same {{ same_tokens }} tokens. Then you measure what it buys on this
+# machine: over {{ speed_tokens }} new tokens the full preset writes
+# {{ full_speedup:.1f }} times faster with the cache. On the map of
 # chapter 1 this is the last box, the loop that turns a model into a
 # writer; it all goes to `mlxllm.generate`, behind one iterator,
 # `generate_tokens`.
@@ -24,15 +27,19 @@
 # %%
 #| default_exp generate
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlxllm  # noqa: F401  (before mlx.core: loads OpenBLAS on Linux)
 import matplotlib.pyplot as plt
 import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_flatten
 
-from mlxllm.book import artifact_path
+from mlxllm.book import Table, artifact_path, pick
 from mlxllm.checkpoint import latest_checkpoint, read_checkpoint
+from mlxllm.generate import generate
 from mlxllm.model import GPT, GPTConfig
 from mlxllm.tokenizer import load_tokenizer
 
@@ -65,10 +72,15 @@ print(f"step {record['step']}, {logits.shape[0]} logits after "
 # %%
 #| export
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import mlx.core as mx
 import numpy as np
+
+from mlxllm.model import GPT, MultiHeadAttention
+from mlxllm.model import scaled_dot_product_attention
 
 
 def greedy(logits: mx.array) -> int:
@@ -371,11 +383,12 @@ class Sampler:
 # chapter 7.
 #
 # To see the settings at work, a plain loop, chapter 7's way (the whole
-# window through the model for every character), writes 160 characters
+# window through the model for every character), writes {{ len(samples["T = 1"]) }} characters
 # after the prompt with four samplers:
 
 # %%
-def write(sampler: Sampler, length: int = 160, seed: int = 0) -> str:
+def write(sampler: Sampler, length: int = pick(smoke=80, book=160),
+          seed: int = 0) -> str:
     """`length` characters after the prompt, uncached, seeded."""
     ids, key = list(prompt_ids), mx.random.key(seed)
     context = model.config.context
@@ -411,3 +424,672 @@ greedy_words = samples["greedy"].split()
 # Beam search, which keeps the several likeliest partial texts instead of
 # one, is the classic alternative to sampling for translation; it is
 # exercise 9.1.
+
+# %% [markdown]
+# ## The key-value cache
+#
+# ### Why recomputation is quadratic
+#
+# A forward pass over $t$ positions multiplies each position's vector by
+# every weight matrix, 2 FLOPs per weight per position, and in each of
+# the $L$ layers it forms $QK^\top$ and the weighted sum of values,
+# $2 t^2 d$ FLOPs each. Chapter 7's `generate` makes such a pass for
+# every new token, over a window that grows by one each time, so writing
+# $n$ tokens after a prompt of $P$ costs
+#
+# $$\sum_{i=0}^{n-1} \Big( 2 W (P + i) + 4 L d\,(P + i)^2 \Big),$$
+#
+# with $W$ the weights a position passes through ($12 L d^2$ in the
+# blocks plus the $V d$ of the tied head). The sum grows with $n^2$, and
+# its attention part with $n^3$. Yet the keys and values of every earlier
+# position are the same as at the previous step: position $j$ sees only
+# positions up to $j$, so nothing that comes later changes them. Keep
+# them, the idea of the *KV cache* (Pope et al., 2022, analyse it at
+# scale), and each new token needs only its own pass: $2W + 4Ld(P+i)$
+# FLOPs, linear in $n$ overall.
+
+# %%
+def forward_flops(config: GPTConfig, new: int, cached: int = 0) -> float:
+    """FLOPs of a pass over `new` positions that also attend to `cached`
+    earlier ones: 2 per weight and position, plus QKᵀ and AV."""
+    d, layers = config.n_embd, config.n_layer
+    weights = layers * (4 * d * d + 2 * d * config.hidden) \
+        + config.vocab_size * d
+    return 2 * weights * new + 4 * layers * d * new * (cached + new)
+
+
+def generation_flops(config: GPTConfig, prompt: int, new_tokens: int,
+                     cached: bool) -> float:
+    """FLOPs of writing new_tokens after a prompt, inside one window."""
+    if not cached:
+        return sum(forward_flops(config, prompt + i)
+                   for i in range(new_tokens))
+    return forward_flops(config, prompt) + sum(
+        forward_flops(config, 1, prompt + i) for i in range(new_tokens - 1))
+
+
+vocab = tokenizer.vocab_size
+presets = {"baby": GPTConfig.baby(vocab), "full": GPTConfig.full(vocab)}
+flop_rows = []
+for name, config in presets.items():
+    fill = config.context - 8
+    plain = generation_flops(config, 8, fill, cached=False)
+    cached_flops = generation_flops(config, 8, fill, cached=True)
+    flop_rows.append([name, fill, plain / 1e9, cached_flops / 1e9,
+                      f"{plain / cached_flops:.0f}×"])
+flop_ratio = {row[0]: row[-1] for row in flop_rows}
+
+# %%
+#| echo: false
+#| label: tbl-flops
+#| tbl-cap: FLOPs of filling a window after an 8-token prompt, by the formula, with and without a cache (GFLOP).
+Table(flop_rows, ["preset", "new tokens", "without cache", "with cache",
+                  "saving"], digits=3)
+
+# %% [markdown]
+# @tbl-flops puts numbers on it: the cache saves a factor of
+# {{ flop_ratio['baby'] }} on the baby preset's 64 positions and
+# {{ flop_ratio['full'] }} on the full preset's 256, and the factor grows
+# with the window. The price is memory, which a later section measures.
+#
+# ### A cache by concatenation
+#
+# Each attention layer gets a cache of its own. The simplest holds the
+# keys and values seen so far, shape (B, H, T, D) as `split_heads` makes
+# them, and appends each new step's along the positions axis:
+
+# %%
+class ConcatCache:
+    """One layer's keys and values, (B, H, T, D), grown by concatenation."""
+
+    def __init__(self) -> None:
+        self.keys: mx.array | None = None
+        self.values: mx.array | None = None
+        self.offset = 0
+
+    def update(self, keys: mx.array,
+               values: mx.array) -> tuple[mx.array, mx.array]:
+        """Append this step's keys and values; return all of them."""
+        if self.keys is None:
+            self.keys, self.values = keys, values
+        else:
+            self.keys = mx.concatenate([self.keys, keys], axis=2)
+            self.values = mx.concatenate([self.values, values], axis=2)
+        self.offset += keys.shape[2]
+        return self.keys, self.values
+
+# %% [markdown]
+# `offset` counts the positions held, which is also the position of the
+# next token. Concatenation copies the whole cache at every step, so a
+# step costs memory traffic that grows with the text; the preallocated
+# cache below avoids that.
+#
+# ### A cached forward pass
+#
+# The model of chapter 6 knows nothing of caches, and this chapter does
+# not change it. A cached pass reuses its modules one by one instead: the
+# same embeddings, the same norms and projections in each block, the
+# same final norm and tied head. Only attention changes: the new
+# positions' keys and values go into the cache, and the queries attend
+# over everything it holds.
+
+# %%
+#| export
+class LayerCache(Protocol):
+    """What a cached pass needs of one layer's cache."""
+
+    offset: int
+
+    def update(self, keys: mx.array,
+               values: mx.array) -> tuple[mx.array, mx.array]: ...
+
+
+def cached_attention(attention: MultiHeadAttention, x: mx.array,
+                     cache: LayerCache, mask: mx.array | None) -> mx.array:
+    """Chapter 5's attention for the new positions of x, (B, T, dims),
+    over the cached keys and values and their own."""
+    batch, length, dims = x.shape
+    q = attention.split_heads(attention.query_proj(x))
+    k = attention.split_heads(attention.key_proj(x))
+    v = attention.split_heads(attention.value_proj(x))
+    keys, values = cache.update(k, v)
+    out = scaled_dot_product_attention(q, keys, values, mask)
+    out = out.transpose(0, 2, 1, 3).reshape(batch, length, dims)
+    return attention.out_proj(out)
+
+
+def forward_cached(model: GPT, ids: mx.array,
+                   caches: list[LayerCache]) -> mx.array:
+    """Logits (B, T, vocab) of ids (B, T) that continue what `caches`
+    hold, one cache per block; the caches take the new positions."""
+    offset, length = caches[0].offset, ids.shape[1]
+    if offset + length > model.config.context:
+        raise ValueError(f"{offset} cached + {length} new positions do not "
+                         f"fit the context of {model.config.context}")
+    positions = mx.arange(offset, offset + length)
+    x = model.token_embedding(ids) + model.position_embedding(positions)
+    mask = None  # one new position may see every cached one
+    if length > 1:
+        mask = positions[:, None] >= mx.arange(offset + length)[None]
+    for block, cache in zip(model.blocks, caches):
+        x = x + cached_attention(block.attention, block.norm1(x), cache,
+                                 mask)
+        x = x + block.feed_forward(block.norm2(x))
+    return model.token_embedding.as_linear(model.norm(x))
+
+# %% [markdown]
+# What to notice:
+#
+# - The position embedding is looked up at `offset`, `offset + 1`, …:
+#   a token's position is where it sits in the whole window, not in this
+#   call.
+# - The mask is chapter 5's causal mask shifted by the offset: new
+#   position `offset + i` may see every key up to itself. A single new
+#   token may see everything, so it needs none.
+# - Dropout is left out: it is the identity in evaluation mode, the only
+#   mode in which a cache makes sense (training sees whole windows at
+#   once and needs no cache).
+#
+# The first call, over the whole prompt, is the *prefill*; each later
+# call, over one new token, is a *decode* step. Both are the same
+# function. The check that matters: the cached logits of every position
+# equal the logits of chapter 6's model over the whole window, whether
+# the text goes in at once or a token at a time.
+
+# %%
+check_ids = mx.array([tokenizer.encode(prompt + " doth")])
+reference = model(check_ids)
+at_once = forward_cached(model, check_ids, [ConcatCache()
+                                            for _ in model.blocks])
+caches = [ConcatCache() for _ in model.blocks]
+split = 10
+steps = [forward_cached(model, check_ids[:, :split], caches)] + [
+    forward_cached(model, check_ids[:, t:t + 1], caches)
+    for t in range(split, check_ids.shape[1])]
+one_by_one = mx.concatenate(steps, axis=1)
+logit_error = max(mx.abs(out - reference).max().item()
+                  for out in (at_once, one_by_one))
+assert logit_error < 1e-4, logit_error
+print(f"largest difference: {logit_error:.1e}")
+
+# %% [markdown]
+# Over {{ check_ids.shape[1] }} positions the largest difference is
+# {{ logit_error:.1e }}, the rounding of float32 arithmetic done in a
+# different order.
+#
+# ### A cache in blocks
+#
+# Concatenation allocates and copies a bigger array at every step.
+# MLX-LM's cache instead allocates room for 256 positions at a time and
+# writes each step into it with a slice assignment; only when the room
+# runs out does it grow, by another block. The model here can never hold
+# more than its context, so the cache never grows past that.
+
+# %%
+#| export
+class KVCache:
+    """One layer's keys and values in arrays preallocated `step`
+    positions at a time, never past `limit` positions."""
+
+    def __init__(self, limit: int, step: int = 256) -> None:
+        self.limit, self.step, self.offset = limit, step, 0
+        self.keys: mx.array | None = None
+        self.values: mx.array | None = None
+
+    def grow(self, like: mx.array, needed: int) -> None:
+        """Room for at least `needed` positions, shaped like `like`."""
+        room = min(self.limit, -(-needed // self.step) * self.step)
+        batch, heads, _, dims = like.shape
+        shape = (batch, heads, room - self.offset, dims)
+        if self.keys is None:
+            self.keys = mx.zeros(shape, like.dtype)
+            self.values = mx.zeros(shape, like.dtype)
+        else:
+            blank = mx.zeros(shape, like.dtype)
+            held = (slice(None), slice(None), slice(0, self.offset))
+            self.keys = mx.concatenate([self.keys[held], blank], axis=2)
+            self.values = mx.concatenate([self.values[held], blank], axis=2)
+
+    def update(self, keys: mx.array,
+               values: mx.array) -> tuple[mx.array, mx.array]:
+        """Write this step's keys and values; return the filled part."""
+        start, end = self.offset, self.offset + keys.shape[2]
+        if end > self.limit:
+            raise ValueError(f"the cache holds at most {self.limit} "
+                             f"positions; {end} asked")
+        if self.keys is None or end > self.keys.shape[2]:
+            self.grow(keys, end)
+        self.keys[..., start:end, :] = keys
+        self.values[..., start:end, :] = values
+        self.offset = end
+        return self.keys[..., :end, :], self.values[..., :end, :]
+
+
+def make_caches(model: GPT) -> list[KVCache]:
+    """One empty KVCache per block of `model`, limited to its context."""
+    return [KVCache(model.config.context) for _ in model.blocks]
+
+
+def prefill(model: GPT, ids: list[int]) -> tuple[mx.array, list[KVCache]]:
+    """The last position's logits after `ids`, and the filled caches."""
+    caches = make_caches(model)
+    logits = forward_cached(model, mx.array([ids]), caches)[0, -1]
+    return logits, caches
+
+
+def decode_step(model: GPT, token: int, caches: list[KVCache]) -> mx.array:
+    """The logits after one more token, which joins the caches."""
+    return forward_cached(model, mx.array([[token]]), caches)[0, -1]
+
+# %% [markdown]
+# What to notice:
+#
+# - `-(-needed // step) * step` rounds up to whole blocks, and `min`
+#   caps the room at the context: the baby model's caches hold 64
+#   positions, never 256.
+# - `self.keys[..., start:end, :] = keys` writes in place; it is the one
+#   line that replaces the concatenation. The slice returned to
+#   attention covers only the positions written, so the zeros in the
+#   unused room are never attended to.
+# - Growing still copies, but once per block instead of once per token.
+# - Keys and values need two arrays of zeros, not one array bound to both
+#   names: MLX's slice assignment changes the array object it is applied
+#   to, so with one shared array the values would overwrite the keys
+#   (this chapter's first draft made exactly that mistake, and the check
+#   below caught it).
+#
+# `prefill` and `decode_step` are the two calls a generator makes. The
+# same checks as before, with the new cache:
+
+# %%
+logits_prefilled, caches = prefill(model, check_ids[0, :split].tolist())
+decoded = [decode_step(model, token, caches)
+           for token in check_ids[0, split:-1].tolist()]
+stacked = mx.stack([logits_prefilled, *decoded])
+block_error = mx.abs(stacked - reference[0, split - 1:-1]).max().item()
+assert block_error < 1e-4, block_error
+assert caches[0].keys.shape[2] == model.config.context
+print(f"largest difference: {block_error:.1e}")
+
+# %% [markdown]
+# ### At the edge of the window
+#
+# The positions are learned and absolute: the model has embeddings for
+# positions 0 to {{ model.config.context - 1 }} and no others. Chapter 7
+# slides the window by one token at a time, so every character after the
+# first {{ model.config.context }} is predicted from the last
+# {{ model.config.context }}. Sliding breaks the cache: the token that
+# was at position 1 is now at position 0, and its keys and values, which
+# carry its position, are wrong. A cache cannot slide here (with rotary
+# positions, chapter 4, it could be shifted more cheaply, but not for
+# free either). When the cache is full, the generator below drops it,
+# keeps the last `keep` tokens and prefills them again; the next
+# `context - keep` tokens are cheap decode steps until it is full again.
+# `keep = context` is chapter 7's sliding window, a full prefill for
+# every token; the default, half the window, pays one prefill of half a
+# window every half window. What the model sees is fixed by that
+# schedule, with the cache or without it, so the cache changes the cost
+# and never the text.
+
+# %%
+#| export
+def generate_tokens(model: GPT, prompt_ids: list[int], new_tokens: int, *,
+                    temperature: float = 1.0, top_k: int | None = None,
+                    top_p: float | None = None, min_p: float | None = None,
+                    repetition_penalty: float = 1.0, seed: int = 0,
+                    cache: bool = True,
+                    keep: int | None = None) -> Iterator[int]:
+    """Yield new_tokens ids after the prompt as they are drawn; a full
+    window restarts from its last `keep` ids (default: half)."""
+    sampler = Sampler(temperature, top_k, top_p, min_p, repetition_penalty)
+    context = model.config.context
+    keep = context // 2 if keep is None else keep
+    if not prompt_ids or not 1 <= keep <= context:
+        raise ValueError(f"need a prompt and 1 <= keep <= {context}")
+    ids, key = list(prompt_ids), mx.random.key(seed)
+    start, caches, was_training = max(0, len(ids) - context), None, \
+        model.training
+    model.eval()
+    try:
+        for _ in range(new_tokens):
+            if len(ids) - start > context:  # the window is full
+                start, caches = len(ids) - keep, None
+            if not cache:
+                logits = model(mx.array([ids[start:]]))[0, -1]
+            elif caches is None:
+                logits, caches = prefill(model, ids[start:])
+            else:
+                logits = decode_step(model, ids[-1], caches)
+            key, draw = mx.random.split(key)
+            ids.append(sampler(logits, ids, draw))
+            yield ids[-1]
+    finally:  # also when the reader stops early
+        model.train(was_training)
+
+# %% [markdown]
+# What to notice: `start` is where the visible window begins; the cache,
+# when there is one, always holds `ids[start:-1]`, and the uncached path
+# feeds `ids[start:]` whole. Both take the same decisions from the same
+# `Sampler`, seeded the same way, and the model returns to the mode it
+# was in, even if the reader stops the iterator early.
+#
+# Now the promise, checked: greedy decoding with and without the cache,
+# far past the window, and the sliding schedule against chapter 7's
+# `generate`.
+
+# %%
+same_tokens = pick(smoke=150, book=500)
+start_ids = tokenizer.encode("ROMEO:\n")
+with_cache = list(generate_tokens(model, start_ids, same_tokens,
+                                  temperature=0))
+without = list(generate_tokens(model, start_ids, same_tokens,
+                               temperature=0, cache=False))
+assert with_cache == without
+sliding = list(generate_tokens(model, start_ids, same_tokens,
+                               temperature=0, keep=model.config.context))
+assert start_ids + sliding == generate(model, start_ids, same_tokens, 0)
+sampled = list(generate_tokens(model, start_ids, same_tokens, top_p=0.9,
+                               seed=3))
+assert sampled == list(generate_tokens(model, start_ids, same_tokens,
+                                       top_p=0.9, seed=3, cache=False))
+print(tokenizer.decode(with_cache[:120]))
+
+# %% [markdown]
+# All three asserts hold: {{ same_tokens }} greedy tokens with the cache
+# equal those without it, past the {{ model.config.context }}-position
+# window several times over; with `keep` equal to the context the
+# generator writes exactly what chapter 7's `generate` writes; and a
+# seeded top-p sample is the same both ways too.
+#
+# ### What the cache costs in memory
+#
+# Each layer keeps a key and a value vector of `n_embd` numbers for every
+# position, so a cache full to the context holds
+# $2 \times L \times T \times d$ numbers: 2 × layers × positions × dims,
+# times 4 bytes in float32. For the full preset that is the formula's
+# {{ full_cache_formula / 2**20:.2f }} MiB; MLX's allocator, asked before
+# and after a prefill of the whole window, reports
+# {{ full_cache_measured / 2**20:.2f }} MiB more.
+
+# %%
+def cache_bytes(config: GPTConfig, positions: int, itemsize: int = 4) -> int:
+    """Bytes of keys and values for `positions` in every layer."""
+    return 2 * config.n_layer * positions * config.n_embd * itemsize
+
+
+mx.random.seed(0)
+full_model = GPT(presets["full"])
+full_model.eval()
+mx.eval(full_model.parameters())
+window_ids = np.random.default_rng(0).integers(
+    0, vocab, presets["full"].context).tolist()
+active_before = mx.get_active_memory()
+last_logits, full_caches = prefill(full_model, window_ids)
+del last_logits  # its graph would keep activations alive
+mx.eval([(cache.keys, cache.values) for cache in full_caches])
+full_cache_measured = mx.get_active_memory() - active_before
+full_cache_formula = cache_bytes(presets["full"], presets["full"].context)
+assert abs(full_cache_measured - full_cache_formula) \
+    < 0.05 * full_cache_formula, full_cache_measured
+del full_caches
+print(f"{full_cache_formula:,} bytes by formula, "
+      f"{full_cache_measured:,} measured")
+
+# %% [markdown]
+# The two agree, so the cache holds nothing but keys and values. At this
+# size the cache is small next to the model: the full preset's weights
+# take {{ full_weight_mib:.0f }} MiB. It grows with layers × positions ×
+# width, though, and for a model with thousands of positions, dozens of
+# layers and a batch of users, the cache, not the weights, is what fills
+# memory; that is why later models share keys and values between heads.
+#
+# ## Measured speed
+#
+# The cache removes FLOPs; whether it saves time depends on the machine.
+# The measurement: greedy decoding from an 8-token prompt, with and
+# without the cache, on the trained baby model and on an untrained model
+# of the full preset (the weights do not change the work), recording the
+# clock at every token.
+
+# %%
+def stamps(lm: GPT, new_tokens: int, **options: object) -> np.ndarray:
+    """Seconds from the start to each greedy token generate_tokens
+    yields after an 8-token prompt."""
+    begin, out = time.perf_counter(), []
+    for _ in generate_tokens(lm, prompt_ids[:8], new_tokens, temperature=0,
+                             **options):
+        out.append(time.perf_counter() - begin)
+    return np.array(out)
+
+
+full_weight_mib = sum(v.nbytes for _, v in
+                      tree_flatten(full_model.parameters())) / 2**20
+speed_tokens = pick(smoke=24, book=256)
+speed_runs = {}
+for name, lm, tokens in (("baby", model, 3 * pick(smoke=16, book=64)),
+                         ("full", full_model, speed_tokens)):
+    stamps(lm, 8)  # warm-up
+    for cached in (True, False):
+        speed_runs[name, cached] = stamps(lm, tokens, cache=cached)
+rates = {run: len(times) / times[-1] for run, times in speed_runs.items()}
+full_speedup = rates["full", True] / rates["full", False]
+baby_speedup = rates["baby", True] / rates["baby", False]
+print({f"{name}, cache {cached}": round(rate)
+       for (name, cached), rate in rates.items()})
+
+# %%
+#| echo: false
+#| label: fig-speed
+#| fig-cap: Tokens per second after n new tokens (n divided by the time to write them), greedy, from an 8-token prompt, with and without the cache, on this machine's CPU. The baby model runs past its 64-position window; the full preset fills its 256.
+fig, ax = plt.subplots(figsize=(6, 3))
+for (name, cached), times in speed_runs.items():
+    count = np.arange(1, len(times) + 1)
+    ax.plot(count, count / times, "-" if cached else "--",
+            label=f"{name}, {'with' if cached else 'without'} cache")
+ax.set_yscale("log")
+ax.set_xlabel("new tokens n")
+ax.set_ylabel("tokens per second")
+ax.legend(fontsize=7)
+fig.tight_layout()
+
+# %% [markdown]
+# After {{ speed_tokens }} tokens the full preset writes
+# {{ rates['full', True]:.0f }} tokens per second with the cache and
+# {{ rates['full', False]:.0f }} without, {{ full_speedup:.1f }} times
+# faster; the baby model gains {{ baby_speedup:.1f }} times over its
+# three windows. Without the cache the rate falls as the text grows,
+# each token paying for the whole window; with it the rate stays nearly
+# flat. For comparison, not measured here: Raschka's bonus material on
+# the KV cache reports GPT-2's 124-million-parameter model, in PyTorch on
+# the CPU of a Mac Mini with an M4 chip, writing 200 tokens at 27 tokens
+# per second without a cache and 144 with one, 5.3 times faster
+# (Raschka, 2024). On a Mac's GPU, expect the small presets here to
+# gain less: a decode step that multiplies one vector by each matrix
+# leaves most of a GPU idle, and fixed per-call costs weigh more.
+#
+# ### Prefill and decode
+#
+# A prefill pushes many positions through each matrix at once, a
+# matrix-matrix product; a decode step pushes one, a matrix-vector
+# product that reads every weight to use it once. The same window of
+# {{ presets['full'].context }} tokens, both ways, on the full preset:
+
+# %%
+def prefill_vs_decode(lm: GPT, ids: list[int]) -> tuple[float, float]:
+    """Seconds to prefill `ids` at once, and to feed them one by one."""
+    begin = time.perf_counter()
+    mx.eval(prefill(lm, ids)[0])
+    at_once = time.perf_counter() - begin
+    begin = time.perf_counter()
+    logits, caches = prefill(lm, ids[:1])
+    for token in ids[1:]:
+        mx.eval(logits)
+        logits = decode_step(lm, token, caches)
+    mx.eval(logits)
+    return at_once, time.perf_counter() - begin
+
+
+prefill_vs_decode(full_model, window_ids[:16])  # warm-up
+prefill_s, decode_s = prefill_vs_decode(full_model, window_ids)
+window = len(window_ids)
+Table([["prefill, all at once", prefill_s * 1e3, prefill_s / window * 1e3,
+        window / prefill_s],
+       ["decode, one at a time", decode_s * 1e3, decode_s / window * 1e3,
+        window / decode_s]],
+      ["pass", "total (ms)", "per token (ms)", "tokens/s"], digits=1)
+
+# %% [markdown]
+# The prefill handles the {{ window }} positions
+# {{ decode_s / prefill_s:.0f }} times faster than the decode steps do.
+# That is why a long prompt appears to cost little before the first
+# token, and why the re-prefill at the window's edge is cheaper than it
+# looks: with `keep` at half the window it adds one prefill of
+# {{ presets['full'].context // 2 }} positions every
+# {{ presets['full'].context // 2 }} tokens, about
+# {{ 100 * prefill_s / 2 / (decode_s / 2):.0f }}% of the decode time of
+# those tokens by this measurement.
+#
+# ### Compiling the decode step
+#
+# At one position per step, a decode step is many small operations, and
+# on this CPU their fixed costs add up. `mx.compile` (chapter 2) fuses
+# the element-wise ones, but it traces a function for the shapes it is
+# given, and the cache's filled part grows every step: each new shape
+# would trace again. The way around it is a cache of fixed shape, the
+# whole window, written at a position held in an array, with a mask that
+# hides the positions not yet written. The compiled function takes the
+# cache in and gives it back, as compiled functions must.
+
+# %%
+def compiled_decoder(lm: GPT) -> Callable:
+    """A compiled decode step over fixed (1, H, context, D) caches."""
+    slots = mx.arange(lm.config.context)
+
+    def step(token: mx.array, position: mx.array, keys: list,
+             values: list) -> tuple[mx.array, list, list]:
+        x = lm.token_embedding(token) + lm.position_embedding(position)
+        written = (slots == position)[:, None]
+        keys, values = list(keys), list(values)
+        for layer, block in enumerate(lm.blocks):
+            attention, h = block.attention, block.norm1(x)
+            q, k, v = (attention.split_heads(proj(h)) for proj in (
+                attention.query_proj, attention.key_proj,
+                attention.value_proj))
+            keys[layer] = mx.where(written, k, keys[layer])
+            values[layer] = mx.where(written, v, values[layer])
+            out = scaled_dot_product_attention(q, keys[layer],
+                                               values[layer],
+                                               slots <= position)
+            x = x + attention.out_proj(out.reshape(x.shape))
+            x = x + block.feed_forward(block.norm2(x))
+        return lm.token_embedding.as_linear(lm.norm(x)), keys, values
+
+    return mx.compile(step)
+
+# %% [markdown]
+# What to notice: `position` is an array, so a new position is new data,
+# not a new trace; `mx.where(written, …)` writes the new key into its
+# slot without a shape that depends on the position; the mask
+# `slots <= position` hides the zeros ahead. The reshape merges the heads
+# directly, which is right only for one position. The price: every step
+# attends over the whole window, written or not. The prefill fills the
+# caches; the full preset's `KVCache` is exactly one 256-position block,
+# the fixed shape the compiled step needs.
+
+# %%
+def decode_rate(lm: GPT, steps: int,
+                step: Callable | None) -> tuple[float, list[int]]:
+    """Greedy tokens per second over `steps` decode steps after an
+    8-token prefill, eager or by a compiled `step`, and the tokens."""
+    logits, caches = prefill(lm, prompt_ids[:8])
+    keys = [cache.keys for cache in caches]
+    values = [cache.values for cache in caches]
+    tokens = [greedy(logits)]
+    begin = time.perf_counter()
+    for position in range(8, 8 + steps):
+        if step is None:
+            logits = decode_step(lm, tokens[-1], caches)
+        else:
+            logits, keys, values = step(mx.array([[tokens[-1]]]),
+                                        mx.array([position]), keys, values)
+            logits = logits[0, -1]
+        tokens.append(greedy(logits))
+    return steps / (time.perf_counter() - begin), tokens
+
+
+compile_steps = pick(smoke=16, book=128)
+decoder = compiled_decoder(full_model)
+decode_rate(full_model, 4, decoder)  # the trace, once
+eager_rate, eager_tokens = decode_rate(full_model, compile_steps, None)
+compiled_rate, compiled_tokens = decode_rate(full_model, compile_steps,
+                                             decoder)
+assert compiled_tokens == eager_tokens
+print(f"eager {eager_rate:.0f} tokens/s, compiled {compiled_rate:.0f}")
+
+# %% [markdown]
+# The compiled step writes the same {{ compile_steps }} tokens as the
+# eager one, at {{ compiled_rate:.0f }} tokens per second against
+# {{ eager_rate:.0f }}: a factor of {{ compiled_rate / eager_rate:.2f }}
+# on this CPU, for a step that now also attends over the whole window.
+# The gain is modest because the matrix products, which compiling does
+# not change, dominate the step at this width; the fixed cost of many
+# small operations matters more on a GPU, where each launch costs time,
+# so expect (not measured here) a larger gain on a Mac. The library keeps
+# the eager, growing cache: it is simpler, it attends only over the
+# positions written, and here it is nearly as fast. Speculative decoding,
+# in which a small model drafts several tokens and the large one checks
+# them in one pass, is the next step beyond the cache.
+#
+# ## Summary
+#
+# You now own the decoding rules, each a few lines on a vector of
+# logits: greedy, temperature, top-k, nucleus (top-p) and min-p
+# sampling and CTRL's sign-aware repetition penalty, in one `Sampler`
+# that applies the filters to the model's own distribution and the
+# temperature at the draw, as MLX-LM does. And a key-value cache, first
+# by concatenation, then preallocated in blocks, with a cached forward
+# pass built from chapter 6's modules unchanged: its logits equal the
+# plain model's to float32 rounding, and greedy decoding writes the same
+# {{ same_tokens }} tokens with and without it, past the window, where
+# learned positions force a re-prefill. It costs
+# {{ full_cache_formula / 2**20:.1f }} MiB for the full preset's window,
+# as the formula says, and on this machine makes the full preset
+# {{ full_speedup:.1f }} times faster over {{ speed_tokens }} tokens.
+#
+# What went into `mlxllm.generate`, after chapter 7's `draw_token`,
+# `generate_stream` and `generate` (unchanged, still what `mlxllm
+# generate` calls):
+#
+# - `greedy`, `apply_temperature`, `top_k_filter`, `top_p_filter`,
+#   `min_p_filter`, `apply_repetition_penalty`, and `Sampler(temperature,
+#   top_k, top_p, min_p, repetition_penalty, repetition_window)`;
+# - `LayerCache` (the protocol), `KVCache(limit, step)`, `make_caches`,
+#   `cached_attention`, `forward_cached(model, ids, caches)`, `prefill`
+#   and `decode_step`;
+# - `generate_tokens(model, prompt_ids, new_tokens, *, temperature,
+#   top_k, top_p, min_p, repetition_penalty, seed, cache, keep)`, an
+#   iterator over the new ids, cached by default, that restarts from the
+#   last `keep` ids when the window is full.
+#
+# ## Exercises
+#
+# 1. ★★ Write beam search with width $B$: keep the $B$ likeliest partial
+#    texts by summed log-probability, extend each by every token, keep
+#    the best $B$. Compare the log-probability of its 40-character
+#    continuation of the prompt with greedy decoding's at $B = 1, 2, 4$.
+#    Is the likeliest text the best one to read?
+# 2. ★ With the trained baby model, measure how many characters top-p
+#    with $p = 0.9$ keeps at each step of a 300-character greedy text.
+#    How often does it keep a single one?
+# 3. ★ Check the memory formula on a partly filled cache: after a prefill
+#    of 100 positions, how much does the baby model's cache hold, and
+#    how much would it hold with a block size of 256 and no limit?
+# 4. ★★ Measure tokens per second past the window for `keep` at a
+#    quarter, a half and three quarters of the window, and the full
+#    window, on the full preset. Which is fastest, and what does the
+#    model lose with a short `keep`? (Measure the loss on validation text
+#    scored with the same schedule.)
+# 5. ★★★ Give the cached forward a batch: several prompts of different
+#    lengths, padded on the left, one mask per row, one cache. Check each
+#    row against decoding it alone, and measure tokens per second at
+#    batch sizes 1, 4 and 16.

@@ -11,11 +11,17 @@ from hypothesis import strategies as st
 
 from mlxllm.cli import stream_text
 from mlxllm.generate import (
+    KVCache,
     Sampler,
     apply_repetition_penalty,
+    decode_step,
+    forward_cached,
     generate,
     generate_stream,
+    generate_tokens,
+    make_caches,
     min_p_filter,
+    prefill,
     top_k_filter,
     top_p_filter,
 )
@@ -123,3 +129,70 @@ def test_a_sampler_draws_only_kept_tokens_and_reproduces_its_draws() -> None:
     assert draws == [sampler(LOGITS, [], key) for key in keys]
     assert Sampler(temperature=0)(LOGITS, [], keys[0]) == 0
     assert Sampler(temperature=0, repetition_penalty=2.0)(LOGITS, [0], keys[0]) == 2
+
+
+# --- chapter 9: the KV cache and generate_tokens -------------------------------------------
+
+def preset_model(preset: str) -> GPT:
+    """An untrained model of a preset's shape, narrowed and shortened to keep the test fast."""
+    mx.random.seed(1)
+    config = getattr(GPTConfig, preset)(TOKENIZER.vocab_size)
+    narrow = dict(baby=dict(context=24), full=dict(context=40, n_layer=2, n_embd=96))
+    return GPT(GPTConfig(**{**config.__dict__, **narrow[preset]}))
+
+
+@pytest.mark.parametrize("preset", ["baby", "full"])
+def test_cached_logits_equal_the_plain_models(preset: str) -> None:
+    model = preset_model(preset)
+    model.eval()
+    ids = mx.array([[i % TOKENIZER.vocab_size for i in range(7, 7 + model.config.context)]])
+    reference = model(ids)
+    logits, caches = prefill(model, ids[0, :5].tolist())
+    steps = [logits] + [decode_step(model, t, caches) for t in ids[0, 5:-1].tolist()]
+    assert mx.allclose(mx.stack(steps), reference[0, 4:-1], atol=1e-4).item()
+    assert mx.allclose(forward_cached(model, ids, make_caches(model)), reference,
+                       atol=1e-4).item()
+
+
+@pytest.mark.parametrize("preset", ["baby", "full"])
+def test_cached_greedy_equals_uncached_past_the_window(preset: str) -> None:
+    model, prompt = preset_model(preset), TOKENIZER.encode("the cat")
+    new = 3 * model.config.context
+    cached = list(generate_tokens(model, prompt, new, temperature=0))
+    assert len(cached) == new
+    assert cached == list(generate_tokens(model, prompt, new, temperature=0, cache=False))
+    sliding = list(generate_tokens(model, prompt, new, temperature=0,
+                                   keep=model.config.context))
+    assert prompt + sliding == generate(model, prompt, new, temperature=0)
+
+
+def test_seeds_reproduce_a_sample_and_differ_from_each_other() -> None:
+    model, prompt = preset_model("baby"), TOKENIZER.encode("the")
+    options = dict(temperature=1.2, top_p=0.95, min_p=0.01, repetition_penalty=1.2)
+    first = list(generate_tokens(model, prompt, 60, seed=5, **options))
+    assert first == list(generate_tokens(model, prompt, 60, seed=5, **options))
+    assert first == list(generate_tokens(model, prompt, 60, seed=5, cache=False, **options))
+    assert first != list(generate_tokens(model, prompt, 60, seed=6, **options))
+
+
+def test_the_cache_grows_in_blocks_up_to_its_limit() -> None:
+    cache = KVCache(limit=10, step=4)
+    for filled in range(1, 11):
+        keys, values = cache.update(mx.full((1, 2, 1, 3), filled), mx.full((1, 2, 1, 3), -filled))
+        assert keys.shape[2] == filled and cache.keys.shape[2] == min(10, -(-filled // 4) * 4)
+    assert keys[0, 0, :, 0].tolist() == list(range(1, 11))
+    assert values[0, 1, :, 2].tolist() == [-v for v in range(1, 11)]
+    with pytest.raises(ValueError):
+        cache.update(mx.zeros((1, 2, 1, 3)), mx.zeros((1, 2, 1, 3)))
+
+
+def test_generate_tokens_restores_the_models_mode() -> None:
+    model = preset_model("baby")
+    model.eval()
+    list(generate_tokens(model, [1, 2], 3))
+    assert not model.training
+    model.train()
+    stream = generate_tokens(model, [1, 2], 100)
+    next(stream)
+    stream.close()
+    assert model.training
