@@ -167,8 +167,8 @@ def float_document(paragraphs_after: str) -> str:
     """Two lines of text, a figure too tall for the rest of the page, then more."""
     figure = ('<figure data-float="f-1"><div style="height: 2.8in; '
               'background: #888"></div></figure>')
-    return (f"<html><head>{PAGE_STYLE}</head><body><p>First line.<br>Second.</p>"
-            f"{figure}{paragraphs_after}</body></html>")
+    return (f"<html><head>{PAGE_STYLE}</head><body><section><p>First line.<br>"
+            f"Second.</p>{figure}{paragraphs_after}</section></body></html>")
 
 
 def test_a_figure_that_would_leave_a_gap_moves_past_the_next_paragraphs(
@@ -180,19 +180,28 @@ def test_a_figure_that_would_leave_a_gap_moves_past_the_next_paragraphs(
     assert "Paragraph 0" in text
 
 
-def test_a_figure_never_moves_past_a_heading(tmp_path: Path) -> None:
-    pages = lay_out(float_document("<h2>Next section</h2><p>Its text.</p>"),
+def test_a_figure_never_leaves_its_section(tmp_path: Path) -> None:
+    pages = lay_out(float_document("</section><section><p>Next section</p>"),
                     tmp_path.as_uri() + "/", tmp_path / "b.pdf")
     assert pages.fill[0] < 1 - floats.GAP  # the gap stays: the section starts after
     assert "Next section" not in PdfReader(tmp_path / "b.pdf").pages[0].extract_text()
 
 
+FIGURE = '<figure data-float="x-1"><img></figure>'
+
+
 def test_move_floats_moves_a_figure_past_one_paragraph_and_keeps_the_rest() -> None:
-    document = ('<p>a</p><figure data-float="x-1"><img></figure>'
-                "<ul><li>b<ul><li>c</li></ul></li></ul><p>d</p>")
+    document = (f"<p>a</p>{FIGURE}<ul><li>b<ul><li>c</li></ul></li></ul><p>d</p>")
     moved, names = floats.move_floats(document, {"x-1"})
     assert names == {"x-1"}
-    assert moved == ('<p>a</p><ul><li>b<ul><li>c</li></ul></li></ul>'
-                     '<figure data-float="x-1"><img></figure><p>d</p>')
-    assert floats.move_floats(moved.replace("<p>d</p>", "<pre>d</pre>"),
-                              {"x-1"})[1] == set()
+    assert moved == f"<p>a</p><ul><li>b<ul><li>c</li></ul></li></ul>{FIGURE}<p>d</p>"
+    assert floats.move_floats(moved, {"x-1"})[0].endswith("<p>d</p>" + FIGURE)
+    assert floats.move_floats(moved.replace("<p>d</p>", "</section>"), {"x-1"})[1] == set()
+
+
+def test_a_float_moves_with_headings_export_tags_and_outputs_kept_in_place() -> None:
+    blocks = ('<h2>Next</h2><div class="export-tag">exported</div><pre class="code">x'
+              '</pre><pre class="output">1</pre><pre class="output result">2</pre>')
+    document = f"{FIGURE}{blocks}<p>after</p>"
+    assert floats.move_floats(document, {"x-1"})[0] == f"{blocks}{FIGURE}<p>after</p>"
+    assert floats.move_floats(f"{FIGURE}<h3>Alone</h3></section>", {"x-1"})[1] == set()

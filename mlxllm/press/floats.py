@@ -4,9 +4,10 @@ WeasyPrint has no page floats. A figure or table that does not fit under the tex
 before it moves whole to the next page and leaves the rest of its page empty. After
 laying a chapter out, the press finds each page that is more than `GAP` empty and is
 followed by a page that starts with a float (an element marked `data-float`), moves
-that float past the paragraph after it, and lays the chapter out again, until no such
-gap is left, the float reaches a heading or a listing, or `PASSES` run out. The
-paragraph moves up into the gap, as in a typeset book; the figure keeps its number.
+that float past the block after it (a paragraph, a listing, a heading with what follows
+it), and lays the chapter out again, until no such gap is left, the float reaches the
+end of its section, or `PASSES` run out. The text moves up into the gap, as in a
+typeset book; the figure keeps its number and its cross references.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from weasyprint.formatting_structure import boxes  # only the press's pdf stage 
 GAP = 1 / 3  # a page more empty than this, followed by a float, is worth a move
 PASSES = 4
 FLOAT = re.compile(r'<figure\b[^>]*\bdata-float="([^"]+)"[^>]*>.*?</figure>', re.S)
-# what a float may move past: prose, not the headings and listings the text is built on
-PASSABLE = re.compile(r"\s*<(p|ul|ol)\b")
+# the blocks a float may move past; a <section> (its end, or a part's start) stops it
+BLOCK = re.compile(
+    r'\s*<(?P<tag>p|ul|ol|pre|div|h2|h3|h4)\b(?:[^>]*\bclass="(?P<classes>[^"]*)")?')
+STICKY = {"h2", "h3", "h4"}  # a heading moves with the block under it
+OUTPUT = re.compile(r'\s*<(?P<tag>pre)\b[^>]*\bclass="output')
 SKIPPED_TAGS = {"html", "body", "section"}  # they span the page whatever it holds
 
 
@@ -90,22 +94,37 @@ def floats_to_move(pages: list) -> set[str]:
     return moves
 
 
-def move_floats(document: str, numbers: set[str]) -> tuple[str, set[str]]:
-    """The document with each named float moved past the block after it, where that
-    block is prose; and the floats that moved."""
+def move_floats(document: str, names: set[str]) -> tuple[str, set[str]]:
+    """The document with each named float moved past the block after it, and the
+    floats that moved. A block is a paragraph, a list, a listing with its output or an
+    equation; a heading moves with the block under it, so a float never sits between
+    them; the end of a section stops it."""
     moved: set[str] = set()
-    for number in sorted(numbers):
-        found = next((m for m in FLOAT.finditer(document) if m[1] == number), None)
+    for name in sorted(names):
+        found = next((m for m in FLOAT.finditer(document) if m[1] == name), None)
         if found is None:
             continue
-        after = PASSABLE.match(document, found.end())
-        if after is None:
+        end = _block_end(document, found.end())
+        if end is None:
             continue
-        end = _element_end(document, after.start(1) - 1, after[1])
         document = (document[: found.start()] + document[found.end(): end]
                     + found[0] + document[end:])
-        moved.add(number)
+        moved.add(name)
     return document, moved
+
+
+def _block_end(document: str, start: int) -> int | None:
+    """Where the block at `start` ends, with what must stay with it: a heading or an
+    export tag with the block under it, a listing with its output boxes."""
+    block = BLOCK.match(document, start)
+    if block is None:
+        return None
+    end = _element_end(document, block.start("tag") - 1, block["tag"])
+    if block["tag"] in STICKY or "export-tag" in (block["classes"] or ""):
+        return _block_end(document, end)
+    while block["tag"] == "pre" and (output := OUTPUT.match(document, end)):
+        end = _element_end(document, output.start("tag") - 1, "pre")
+    return end
 
 
 def _element_end(document: str, start: int, tag: str) -> int:
