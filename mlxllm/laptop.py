@@ -115,7 +115,7 @@ def make_accumulating_step(model: nn.Module, optimizer: optim.Optimizer,
     return step
 
 
-# book/08_laptop.py:623
+# book/08_laptop.py:625
 class CheckpointedBlock(Block):
     """A Block that keeps only its input for the backward pass and
     recomputes the rest (Chen et al., 2016); same parameters as Block."""
@@ -138,7 +138,7 @@ def use_checkpointing(model: GPT) -> GPT:
     return model
 
 
-# book/08_laptop.py:922
+# book/08_laptop.py:926
 def mixed_precision_loss_and_grad(model: nn.Module,
                                   dtype: mx.Dtype = mx.bfloat16
                                   ) -> LossAndGrad:
@@ -160,7 +160,7 @@ def mixed_precision_loss_and_grad(model: nn.Module,
     return loss_and_grad
 
 
-# book/08_laptop.py:999
+# book/08_laptop.py:1003
 @dataclass
 class MemorySavingConfig(TrainConfig):
     """A TrainConfig with chapter 8's memory savers: batch_size windows

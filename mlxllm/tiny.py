@@ -19,7 +19,7 @@ import mlx.nn as nn
 __all__ = ["Block", "TinyGPT"]
 
 
-# book/01_map.py:463
+# book/01_map.py:465
 class Block(nn.Module):
     """Pre-norm transformer block: attention, then a ReLU MLP, each residual."""
 
