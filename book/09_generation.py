@@ -1076,19 +1076,19 @@ print(f"eager {eager_rate:.0f} tokens/s, compiled {compiled_rate:.0f}")
 # 1. ★★ Write beam search with width $B$: keep the $B$ likeliest partial
 #    texts by summed log-probability, extend each by every token, keep
 #    the best $B$. Compare the log-probability of its 40-character
-#    continuation of the prompt with greedy decoding's at $B = 1, 2, 4$.
+#    continuation of the prompt with greedy decoding's at $B = 2, 4, 8$.
 #    Is the likeliest text the best one to read?
 # 2. ★ With the trained baby model, measure how many characters top-p
 #    with $p = 0.9$ keeps at each step of a 300-character greedy text.
 #    How often does it keep a single one?
-# 3. ★ Check the memory formula on a partly filled cache: after a prefill
-#    of 100 positions, how much does the baby model's cache hold, and
-#    how much would it hold with a block size of 256 and no limit?
-# 4. ★★ Measure tokens per second past the window for `keep` at a
-#    quarter, a half and three quarters of the window, and the full
-#    window, on the full preset. Which is fastest, and what does the
-#    model lose with a short `keep`? (Measure the loss on validation text
-#    scored with the same schedule.)
+# 3. ★ After a prefill of 100 positions on the full preset, how many
+#    bytes do the caches allocate and how many of them hold keys and
+#    values? Compare block sizes of 256, 64 and 16.
+# 4. ★★ On the trained baby model, measure tokens per second over 256
+#    new tokens with `keep` at 16, 32, 48 and 64, and the loss per
+#    character of validation text scored with the same schedule (the
+#    model sees what `generate_tokens` would show it). What does a short
+#    `keep` cost in speed and in loss?
 # 5. ★★★ Give the cached forward a batch: several prompts of different
 #    lengths, padded on the left, one mask per row, one cache. Check each
 #    row against decoding it alone, and measure tokens per second at
