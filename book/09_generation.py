@@ -412,11 +412,15 @@ greedy_words = samples["greedy"].split()
 # %% [markdown]
 # Greedy decoding settles into a loop: its {{ len(greedy_words) }} words
 # are only {{ len(set(greedy_words)) }} different ones. The penalty
-# breaks the loop, at a price you can see: once the commonest letters
-# have been used, it pushes the model towards rarer ones, and the words
-# get odder. Plain sampling at $T = 1$ never loops, but draws from the
-# tail now and then, which reads as misspellings; min-p with a slightly
-# cooler temperature keeps the variety and loses most of those. Which
+# changes the text but not, or not for long, the habit: its window is
+# {{ samplers['greedy, penalty 1.3'].repetition_window }} tokens, a few
+# words of characters, and a loop longer than that is out of its sight
+# by the time it comes round again. A longer window would see the loop,
+# but on characters it would also penalize every common letter, which
+# is nearly every letter. Plain sampling at $T = 1$ does not loop, but
+# draws from the tail now and then, which reads as misspellings; min-p
+# with a slightly cooler temperature keeps the variety and fewer of
+# those. Which
 # sample reads best is a matter of taste, and the baby model's loss,
 # {{ record['history']['val_loss'][-1]:.2f }} nats per character, limits
 # all four.
@@ -898,8 +902,12 @@ fig.tight_layout()
 # {{ rates['full', False]:.0f }} without, {{ full_speedup:.1f }} times
 # faster; the baby model gains {{ baby_speedup:.1f }} times over its
 # three windows. Without the cache the rate falls as the text grows,
-# each token paying for the whole window; with it the rate stays nearly
-# flat. For comparison, not measured here: Raschka's bonus material on
+# each token paying for the whole window; with it the rate holds up
+# much better. Both gains fall far short of the FLOP ratios of
+# @tbl-flops ({{ flop_ratio['full'] }} for the full preset): a decode
+# step does little arithmetic, and the fixed cost of its many small
+# operations, which no cache removes, sets its pace (the next section
+# measures it). For comparison, not measured here: Raschka's bonus material on
 # the KV cache reports GPT-2's 124-million-parameter model, in PyTorch on
 # the CPU of a Mac Mini with an M4 chip, writing 200 tokens at 27 tokens
 # per second without a cache and 144 with one, 5.3 times faster
@@ -1029,14 +1037,15 @@ print(f"eager {eager_rate:.0f} tokens/s, compiled {compiled_rate:.0f}")
 # %% [markdown]
 # The compiled step writes the same {{ compile_steps }} tokens as the
 # eager one, at {{ compiled_rate:.0f }} tokens per second against
-# {{ eager_rate:.0f }}: a factor of {{ compiled_rate / eager_rate:.2f }}
-# on this CPU, for a step that now also attends over the whole window.
-# The gain is modest because the matrix products, which compiling does
-# not change, dominate the step at this width; the fixed cost of many
-# small operations matters more on a GPU, where each launch costs time,
-# so expect (not measured here) a larger gain on a Mac. The library keeps
-# the eager, growing cache: it is simpler, it attends only over the
-# positions written, and here it is nearly as fast. Speculative decoding,
+# {{ eager_rate:.0f }}, a ratio of {{ compiled_rate / eager_rate:.2f }}
+# on this CPU. Compiling fuses the small element-wise operations, but
+# the step now attends over the whole window, written or not, and its
+# matrix products, which compiling leaves as they are, weigh most at
+# this width. On a Mac's GPU, where every small kernel launch costs
+# time, fusing should count for more; that is an expectation, not a
+# measurement. The library keeps the eager, growing cache, which is
+# simpler and attends only over the positions written. Speculative
+# decoding,
 # in which a small model drafts several tokens and the large one checks
 # them in one pass, is the next step beyond the cache.
 #

@@ -194,7 +194,7 @@ class Sampler:
         return int(mx.random.categorical(tempered, key=key).item())
 
 
-# book/09_generation.py:537
+# book/09_generation.py:541
 class LayerCache(Protocol):
     """What a cached pass needs of one layer's cache."""
 
@@ -238,7 +238,7 @@ def forward_cached(model: GPT, ids: mx.array,
     return model.token_embedding.as_linear(model.norm(x))
 
 
-# book/09_generation.py:629
+# book/09_generation.py:633
 class KVCache:
     """One layer's keys and values in arrays preallocated `step`
     positions at a time, never past `limit` positions."""
@@ -294,7 +294,7 @@ def decode_step(model: GPT, token: int, caches: list[KVCache]) -> mx.array:
     return forward_cached(model, mx.array([[token]]), caches)[0, -1]
 
 
-# book/09_generation.py:735
+# book/09_generation.py:739
 def generate_tokens(model: GPT, prompt_ids: list[int], new_tokens: int, *,
                     temperature: float = 1.0, top_k: int | None = None,
                     top_p: float | None = None, min_p: float | None = None,
