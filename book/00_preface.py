@@ -32,13 +32,16 @@
 # - a training loop: AdamW with a warmup-and-cosine schedule, gradient clipping,
 #   checkpoints that resume, and sampling with temperature and top-k (chapter 7);
 # - the same loop made to fit a laptop: gradient accumulation, activation
-#   checkpointing and bfloat16 (chapter 8).
+#   checkpointing and bfloat16 (chapter 8);
+# - generating text: greedy decoding, temperature, top-k, top-p, min-p and a
+#   repetition penalty, and a key-value cache that makes sampling fast
+#   (chapter 9).
 #
-# Those eight chapters are this edition. You finish it with a model trained on
+# Those nine chapters are this edition. You finish it with a model trained on
 # Shakespeare that you can sample from the command line. The plan goes on, in
-# chapters not written yet, to a KV cache that makes sampling fast, evaluation,
-# finding out why a run goes wrong, data-parallel training across processes,
-# fine-tuning with LoRA, and shipping a model. Everything you build is also a
+# chapters not written yet, to evaluation, finding out why a run goes wrong,
+# data-parallel training across processes, fine-tuning with LoRA, and shipping
+# a model. Everything you build is also a
 # Python package, `mlxllm`: the chapters are its source, so the code you read is
 # the code you later import.
 #

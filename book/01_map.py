@@ -3,11 +3,11 @@
 #
 # Over this book you build a large language model the way you would build any
 # program you want to understand: one piece at a time, each piece checked
-# before the next one leans on it. By the end of chapter 8, the last of this
+# before the next one leans on it. By the end of chapter 9, the last of this
 # edition, you own a byte-level BPE tokenizer, a GPT-style transformer, a
-# training loop that fits on a laptop, and a model trained on Shakespeare
-# that you can sample from the command line. The chapters planned after it
-# make sampling fast with a KV cache, and more; the map below says which.
+# training loop that fits on a laptop, a model trained on Shakespeare, and a
+# sampler with a KV cache that writes from it on the command line. The
+# chapters planned after it come in the map below.
 #
 # Why build one when you can download one? Because a model you have built is a
 # model you can debug. When a loss stops falling, when a sample repeats itself,
@@ -67,7 +67,7 @@ from mlxllm.book import Table, pick
 # | output head | vectors back to one score per token | ★ | 6 |
 # | training loop | backpropagation and an optimizer | ★★ | 7 |
 # | fitting on a laptop | training within memory and time | ★★ | 8 |
-# | sampling, KV cache | fast generation, token by token | ★★ | 9, planned |
+# | sampling, KV cache | fast generation, token by token | ★★ | 9 |
 #
 # : The components of a GPT and where this book builds them {#tbl-components}
 #
@@ -91,12 +91,10 @@ from mlxllm.book import Table, pick
 # component; they make the same model practical, first to train on a laptop,
 # then to talk to.
 #
-# This edition has chapters 1 to 8, which build every row of the table but
-# the last.
-# Six more chapters are planned: 9, generating text fast with a KV cache;
-# 10, evaluating a model; 11, finding out why a run goes wrong; 12, training
-# on several machines at once (data parallelism); 13, fine-tuning with LoRA;
-# 14, shipping a model. Where a chapter of this edition mentions what they
+# This edition has chapters 1 to 9, which build every row of the table.
+# Five more chapters are planned: 10, evaluating a model; 11, finding out
+# why a run goes wrong; 12, training on several machines at once (data
+# parallelism); 13, fine-tuning with LoRA; 14, shipping a model. Where a chapter of this edition mentions what they
 # will add, it says "a later chapter".
 
 # %%
@@ -596,7 +594,7 @@ print(sample("\n", 160))
 
 # %% [markdown]
 # Before training, that is noise: every character is about as likely as any
-# other. A later chapter makes this loop fast with a KV cache, which avoids
+# other. Chapter 9 makes this loop fast with a KV cache, which avoids
 # recomputing the whole window for every new character.
 #
 # ### Training

@@ -421,8 +421,8 @@ def rope(
 # %% [markdown]
 # `angles` is (T, D/2) and broadcasts against the leading axes of `x`, so
 # one call rotates a whole batch of heads. The `offset` shifts every
-# position: when text is generated with a cache of earlier keys, which a
-# later chapter adds, the model sees one new token at position `offset`
+# position: when text is generated with a cache of earlier keys, which
+# chapter 9 adds, the model sees one new token at position `offset`
 # and must rotate it as if the whole sequence had been there. The last
 # line keeps the input's dtype, since the angles are computed in float32
 # whatever `x` is.

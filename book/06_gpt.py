@@ -1103,7 +1103,7 @@ print(f"{saved_kib:,.0f} KiB; logits reproduced exactly")
 #
 # ## What an untrained model says
 #
-# Chapter 7 writes a proper `generate` and a later chapter makes it fast,
+# Chapter 7 writes a proper `generate` and chapter 9 makes it fast,
 # but the simplest version takes four lines: feed the text so far, take
 # the logits of the last position, draw a character from their softmax,
 # append it, repeat.

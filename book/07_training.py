@@ -557,15 +557,14 @@ print(f"untrained: {untrained_val:.3f} nats/char")
 # 0 means always taking the most likely one. *Top-k* sets every logit
 # outside the k largest to minus infinity, so that the long tail of
 # unlikely tokens is never drawn. Each new token reruns the model over
-# the whole window, which is wasteful; a later chapter keeps a cache and
+# the whole window, which is wasteful; chapter 9 keeps a cache and
 # makes this fast. The draws come from a key of their own, so a sample
 # depends only on its seed. `draw_token` makes one draw; the loop around
 # it is a generator, `generate_stream`, that yields each id the moment it
 # is drawn, so that you can watch the text appear (`mlxllm generate`
 # prints it so) and stop it halfway; `generate` collects the stream into
 # a list. The functions start a module of their own, `mlxllm.generate`,
-# where a later chapter's samplers and cache can join them behind the
-# same two calls.
+# which chapter 9 extends with its samplers and a cache.
 
 # %%
 #| export: generate

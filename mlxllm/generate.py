@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 
-# book/07_training.py:571
+# book/07_training.py:570
 def draw_token(logits: mx.array, temperature: float, top_k: int | None,
                key: mx.array) -> int:
     """One id from a position's logits: the likeliest at temperature 0,
