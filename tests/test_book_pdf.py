@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from mlxllm.press.__main__ import build_pdf
+from mlxllm.press.__main__ import BuildReport, build_pdf
 from mlxllm.press.read import read_book
 from mlxllm.press.render import BOOK_TITLE
 from tests.conftest import BOOK
@@ -24,13 +24,8 @@ def roman_value(text: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def pdf(tmp_path_factory: pytest.TempPathFactory) -> tuple[PdfReader, Path]:
-    build = tmp_path_factory.mktemp("build")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLXLLM_ARTIFACTS", str(build / "artifacts"))
-        report = build_pdf(BOOK, build, "smoke", jobs=2)
-    assert "frame" in report.laid_out and len(report.laid_out) == report.units + 1
-    return PdfReader(report.pdf), build
+def pdf(smoke_book: BuildReport) -> tuple[PdfReader, Path]:
+    return PdfReader(smoke_book.pdf), smoke_book.pdf.parent
 
 
 def footer_number(reader: PdfReader, index: int) -> str:

@@ -270,7 +270,8 @@ def test_generate_streams_and_ctrl_c_keeps_what_was_printed(mlxllm: Callable[...
     tiny_run(mlxllm)
     process = subprocess.Popen([sys.executable, "-m", "mlxllm.cli", "generate", "--checkpoint",
                                 "runs/baby", "--prompt", "ROMEO:", "--tokens", "1000000"],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     try:
         shown, deadline = b"", time.monotonic() + 60
         while len(shown) < 40 and time.monotonic() < deadline:  # a million tokens take minutes
@@ -278,7 +279,13 @@ def test_generate_streams_and_ctrl_c_keeps_what_was_printed(mlxllm: Callable[...
                 shown += os.read(process.stdout.fileno(), 4096)
         assert len(shown) >= 40, f"nothing streamed in a minute: {shown!r}"
         process.send_signal(signal.SIGINT)
-        rest, err = process.communicate(timeout=60)
+        try:
+            rest, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # where it hangs: faulthandler's dump on SIGABRT
+            process.send_signal(signal.SIGABRT)
+            _, err = process.communicate(timeout=30)
+            threads = err.decode()
+            raise AssertionError(f"no exit 60 s after Ctrl-C; its threads:\n{threads}") from None
     finally:
         process.kill()
     out = (shown + rest).decode("utf-8")
