@@ -265,6 +265,39 @@ def test_generate_from_a_run_dir_or_one_of_its_checkpoints(mlxllm: Callable[...,
     assert mlxllm(*sample, "--checkpoint", "runs/baby").out == earlier.out
 
 
+def test_generate_samples_with_every_setting_and_says_how_fast(mlxllm: Callable[..., Outcome]
+                                                               ) -> None:
+    tiny_run(mlxllm)
+    sample = ("generate", "--checkpoint", "runs/baby", "--prompt", "ROMEO:", "--tokens", "25")
+    settings = ("--top-p", "0.9", "--min-p", "0.05", "--repetition-penalty", "1.3")
+    three = mlxllm(*sample, *settings, "--num-samples", "3", "--seed", "4")
+    assert three.code == 0, three.err
+    texts = re.split(r"--- sample \d of 3 \(seed \d\)\n", three.out)
+    assert texts[0] == "" and len(texts) == 4 and all(t.startswith("ROMEO:") for t in texts[1:])
+    alone = mlxllm(*sample, *settings, "--seed", "5")
+    assert alone.out == texts[2]  # the second sample is seed 4 + 1
+    assert re.fullmatch(r"(mlxllm: 25 tokens in [\d.]+ s, [\d,]+ tokens/s\n){3}", three.err)
+    assert_error(mlxllm(*sample, "--top-p", "0"), "--top-p must be in (0, 1]")
+    with pytest.raises(SystemExit) as stop:
+        mlxllm(*sample, "--repetition-penalty", "0.5")
+    assert stop.value.code == 2
+
+
+def test_generate_with_a_draft_writes_the_models_greedy_text(mlxllm: Callable[..., Outcome]
+                                                              ) -> None:
+    tiny_run(mlxllm)
+    tiny_run(mlxllm, "--run-dir", "runs/draft", "--n-layer", "1")
+    greedy = ("generate", "--checkpoint", "runs/baby", "--tokens", "80", "--temperature", "0")
+    alone = mlxllm(*greedy)
+    drafted = mlxllm(*greedy, "--draft", "runs/draft", "--draft-tokens", "3")
+    assert alone.code == drafted.code == 0, drafted.err
+    assert drafted.out == alone.out
+    assert re.search(r"tokens/s; the draft's tokens kept: \d+ of \d+ \(\d+%\)$", drafted.err)
+    assert_error(mlxllm(*greedy, "--draft", "runs/nothing"), "--draft: runs/nothing does not")
+    tiny_run(mlxllm, "--run-dir", "runs/bpe", "--tokenizer", "bpe", "--vocab-size", "300")
+    assert_error(mlxllm(*greedy, "--draft", "runs/bpe"), "another tokenizer than --checkpoint")
+
+
 def test_generate_streams_and_ctrl_c_keeps_what_was_printed(mlxllm: Callable[..., Outcome],
                                                           tmp_path: Path) -> None:
     tiny_run(mlxllm)

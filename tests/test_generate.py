@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mlx.utils import tree_flatten
 
 from mlxllm.cli import stream_text
 from mlxllm.generate import (
     KVCache,
     Sampler,
+    SpeculationStats,
+    accept_draft,
     apply_repetition_penalty,
     decode_step,
     forward_cached,
@@ -22,6 +25,7 @@ from mlxllm.generate import (
     make_caches,
     min_p_filter,
     prefill,
+    speculative_tokens,
     top_k_filter,
     top_p_filter,
 )
@@ -196,3 +200,65 @@ def test_generate_tokens_restores_the_models_mode() -> None:
     next(stream)
     stream.close()
     assert model.training
+
+
+# --- speculative decoding ---------------------------------------------------------------------
+
+def draft_for(model: GPT, noise: float = 0.5) -> GPT:
+    """The model with noise on every weight: a draft that agrees with it often, not always."""
+    mx.random.seed(1)
+    draft = GPT(model.config)
+    draft.load_weights([(name, value + noise * value.std() * mx.random.normal(value.shape))
+                        for name, value in tree_flatten(model.parameters())])
+    return draft
+
+
+@pytest.mark.parametrize("preset", ["baby", "full"])
+@pytest.mark.parametrize("draft_tokens", [1, 3, 7])
+def test_speculative_greedy_writes_the_models_own_greedy_text(preset: str,
+                                                              draft_tokens: int) -> None:
+    model, prompt = preset_model(preset), TOKENIZER.encode("the cat")
+    new = 3 * model.config.context
+    stats = SpeculationStats()
+    fast = list(speculative_tokens(model, draft_for(model), prompt, new,
+                                   sampler=Sampler(temperature=0, repetition_penalty=1.3),
+                                   draft_tokens=draft_tokens, stats=stats))
+    assert fast == list(generate_tokens(model, prompt, new, temperature=0,
+                                        repetition_penalty=1.3))
+    assert 0 < stats.accepted < stats.drafted  # some drafts kept, some rolled back
+    assert stats.rounds + stats.accepted == new  # each round: what it kept, plus one
+
+
+def test_the_model_as_its_own_draft_is_always_accepted() -> None:
+    model = preset_model("baby")
+    stats = SpeculationStats()
+    list(speculative_tokens(model, model, [1, 2, 3], 50, sampler=Sampler(temperature=0.8),
+                            draft_tokens=4, stats=stats))
+    assert stats.accepted == stats.drafted > 0
+
+
+def test_accepting_drafts_keeps_the_targets_distribution() -> None:
+    p = mx.array([0.5, 0.3, 0.15, 0.05, 0.0])
+    q = mx.array([0.1, 0.1, 0.2, 0.3, 0.3])
+    trials, key = 6000, mx.random.key(0)
+    counts, kept = np.zeros(5), 0
+    for _ in range(trials):
+        key, guess_key, round_key = mx.random.split(key, 3)
+        guess = int(mx.random.categorical(mx.log(q), key=guess_key).item())
+        first = accept_draft([p, p], [q], [guess], round_key)
+        counts[first[0]] += 1
+        kept += len(first) == 2
+    assert np.abs(counts / trials - np.array(p)).max() < 0.025
+    assert counts[4] == 0  # a token the target gives no mass never comes out
+    assert abs(kept / trials - float(mx.minimum(p, q).sum())) < 0.03  # 0.45 predicted
+
+
+def test_speculative_decoding_refuses_a_draft_that_cannot_draft() -> None:
+    model = preset_model("baby")
+    other = GPT(GPTConfig(model.config.vocab_size + 1, model.config.context, 1, 1, 16))
+    short = GPT(GPTConfig(model.config.vocab_size, model.config.context - 1, 1, 1, 16))
+    for draft, message in ((other, "they need one tokenizer"), (short, "is shorter than")):
+        with pytest.raises(ValueError, match=message):
+            next(speculative_tokens(model, draft, [1, 2], 5))
+    with pytest.raises(ValueError, match="draft_tokens >= 1"):
+        next(speculative_tokens(model, draft_for(model), [1, 2], 5, draft_tokens=0))
