@@ -65,6 +65,9 @@
 # - **Kudo & Richardson, 2018.** Taku Kudo and John Richardson. *SentencePiece: A
 #   simple and language independent subword tokenizer and detokenizer for Neural Text
 #   Processing.* EMNLP 2018 (system demonstrations). arXiv:1808.06226.
+# - **Leviathan et al., 2023.** Yaniv Leviathan, Matan Kalman and Yossi Matias. *Fast
+#   Inference from Transformers via Speculative Decoding.* International Conference on
+#   Machine Learning (ICML 2023). arXiv:2211.17192.
 # - **Loshchilov & Hutter, 2017.** Ilya Loshchilov and Frank Hutter. *SGDR:
 #   Stochastic Gradient Descent with Warm Restarts.* International Conference on
 #   Learning Representations (ICLR 2017). arXiv:1608.03983.
