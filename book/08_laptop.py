@@ -845,8 +845,8 @@ Table(format_rows, ["format", "bits", "largest", "smallest normal",
 #
 # **Small updates.** A training step changes a weight by about the
 # learning rate, $10^{-3}$ at the peak and $10^{-4}$ at the end of
-# chapter 7's schedule, while the weights themselves are around 0.02 to
-# 1. Adding a small number to a large one in bfloat16 rounds the sum
+# chapter 7's schedule, while the weights themselves are around 0.02
+# to 1. Adding a small number to a large one in bfloat16 rounds the sum
 # back to where it started:
 
 # %%

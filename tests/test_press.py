@@ -79,6 +79,25 @@ def test_bad_option_names_file_and_line(tmp_path: Path, option: str, message: st
     assert str(error.value).startswith(f"{path}:9:")
 
 
+def test_a_paragraph_line_that_markdown_reads_as_a_list_is_refused(tmp_path: Path) -> None:
+    path = write_chapter(tmp_path, "01_break.py", """
+        # %% [markdown]
+        # # Break
+        #
+        # The weights are around 0.02 to
+        # 1. Adding a small number rounds.
+        #
+        # What to notice:
+        #
+        # - a list after a blank line is a list;
+        #   its second line is fine.
+    """)
+    with pytest.raises(ChapterFormatError, match=r"01_break.py:5: this line starts with '1.'"):
+        read_chapter(path)
+    path.write_text(path.read_text().replace("to\n# 1. Adding", "to 1.\n# Adding"))
+    assert read_chapter(path).cells
+
+
 def test_long_listing_line_is_refused(tmp_path: Path) -> None:
     path = write_chapter(tmp_path, "01_wide.py", f"""
         # %% [markdown]

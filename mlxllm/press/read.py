@@ -139,6 +139,26 @@ def _markdown_text(lines: list[str]) -> str:
     return "\n".join(stripped)
 
 
+LIST_START = re.compile(r"(1[.)]|[-+*]) ")  # what CommonMark lets break into a paragraph
+NOT_PARAGRAPH = re.compile(r"\s|(\d+[.)]|[-+*]|#+|\||>) |\$\$|```|<")
+
+
+def _check_paragraphs(path: Path, start: int, lines: list[str]) -> None:
+    """Refuse a line of a paragraph that Markdown would read as the start of a list, which
+    breaks the paragraph there: '... around 0.02 to' / '1. Adding ...'."""
+    fenced = False
+    for offset, (before, line) in enumerate(zip(lines, lines[1:]), start=1):
+        if before.startswith(("```", "$$")):
+            fenced = not fenced
+        if fenced or not before.strip() or NOT_PARAGRAPH.match(before):
+            continue
+        if LIST_START.match(line):
+            raise ChapterFormatError(
+                path, start + offset, f"this line starts with {line.split()[0]!r}, which "
+                "Markdown reads as a list and so breaks the paragraph here; move it onto "
+                "the line before, or put a blank line first if a list is meant")
+
+
 def _split_cells(path: Path, text: str) -> list[Cell]:
     cells: list[Cell] = []
     kind: str | None = None
@@ -150,6 +170,8 @@ def _split_cells(path: Path, text: str) -> list[Cell]:
         while body and not body[-1].strip():
             body.pop()
         source = _markdown_text(body) if kind == "markdown" else "\n".join(body)
+        if kind == "markdown":
+            _check_paragraphs(path, start, source.split("\n"))
         cells.append(Cell(kind, source, start))
 
     for number, line in enumerate(text.split("\n"), start=1):
