@@ -182,19 +182,12 @@ print(f"mx.erf {erf_ns:.2f} ns per number, multiply-add {madd_ns:.2f} ns")
 # On this machine's CPU one erf costs {{ erf_ns / madd_ns:.0f }} times a
 # multiply-add. A *rational function*, one polynomial divided by another,
 # needs nothing but multiply-adds and one division, and it can follow
-# erf closely. Two facts shape it. erf is odd, so write
-# $\operatorname{erf}(x) \approx x\,P(x^2)/Q(x^2)$. And past $|x| = 4$,
-# $1 - \operatorname{erf}(x)$ is below $1.6 \times 10^{-8}$, less than half
-# the gap between 1 and the float32 number below it, so erf is $\pm 1$ in
-# float32 there: clamp $x$ to $[-4, 4]$ and fit on $[0, 4]$.
-#
-# Fitting a ratio is not a linear problem, but multiplying through by
-# $Q$ makes it one: $x P(x^2) - \operatorname{erf}(x)\,(Q(x^2) - 1) =
-# \operatorname{erf}(x)$, with $Q$'s constant term fixed at 1, is linear
-# in the coefficients, and least squares solves it. That minimizes the
-# error times $Q$ rather than the error; dividing each equation by the
-# $Q$ of the previous solution and solving again removes the factor
-# (Sanathanan & Koerner, 1963). A few rounds settle.
+# erf closely: erf is odd, so write
+# $\operatorname{erf}(x) \approx x\,P(x^2)/Q(x^2)$, and past $|x| = 4$
+# float32's erf is $\pm 1$, so clamp $x$ there and fit on $[0, 4]$.
+# `erf_coefficients` fits $P$ and $Q$ by least squares, repeated a few
+# times with weights that make it minimize the error itself (Sanathanan
+# & Koerner, 1963); exercise 6.6 derives the method.
 
 # %%
 #| export
@@ -262,9 +255,10 @@ def gelu_vjp(x: mx.array, cotangent: mx.array,
 # differentiation, the Horner loop would keep every intermediate
 # polynomial for the backward pass, a dozen arrays the size of the hidden
 # layer; the derivative written out needs only $x$, at the price of one
-# exponential. Check the fit against Python's `math.erf`, in double
-# precision, at the float32 numbers of a fine grid, and MLX's own erf
-# beside it:
+# exponential. The checks: the rational erf against Python's `math.erf`
+# in double precision, at the float32 numbers of a fine grid, with MLX's
+# own erf beside it; the GELU and its gradient against `nn.gelu`; and the
+# time per number.
 
 # %%
 erf_grid = np.linspace(-6, 6, pick(smoke=2000, book=60000),
@@ -274,16 +268,7 @@ erf_errors = {
     "mx.erf": np.abs(np.array(mx.erf(mx.array(erf_grid))) - erf_exact),
     "rational erf": np.abs(np.array(erf(mx.array(erf_grid))) - erf_exact),
 }
-for name, error in erf_errors.items():
-    print(f"{name}: largest error {error.max():.1e}")
 assert erf_errors["rational erf"].max() < 1e-6
-p_coefficients, q_coefficients = erf_coefficients()
-clamped = np.clip(erf_grid.astype(np.float64), -ERF_CLAMP, ERF_CLAMP)
-fit_error = np.abs(clamped * np.polyval(p_coefficients, clamped**2)
-                   / np.polyval(q_coefficients, clamped**2)
-                   - erf_exact).max()
-print(f"the same fit in float64: largest error {fit_error:.1e}")
-
 gelu_x = mx.array(erf_grid)
 gelu_gap = mx.abs(gelu(gelu_x) - nn.gelu(gelu_x)).max().item()
 slope_gap = mx.abs(mx.grad(lambda x: gelu(x).sum())(gelu_x)
@@ -291,33 +276,18 @@ slope_gap = mx.abs(mx.grad(lambda x: gelu(x).sum())(gelu_x)
 assert gelu_gap < 5e-6 and slope_gap.item() < 5e-6
 rational_ns = 1e9 * median_seconds(lambda: erf(erf_x), repeats_erf) \
     / erf_x.size
+for name, error in erf_errors.items():
+    print(f"{name}: largest error {error.max():.1e}")
 print(f"GELU against nn.gelu: values within {gelu_gap:.1e}, "
       f"gradients within {slope_gap.item():.1e}")
 print(f"rational erf {rational_ns:.2f} ns per number")
 
-# %%
-#| echo: false
-#| label: fig-erf-error
-#| fig-cap: Largest absolute error of MLX's erf and of the rational erf against double-precision math.erf, at float32 inputs, in bins of 200 neighbouring inputs. The dotted line is the gap between 1 and the float32 number below it.
-float32_step = 2.0**-24  # the gap between 1 and the float32 below it
-bin_x = erf_grid.reshape(-1, 200).mean(axis=1)
-plt.figure(figsize=(6, 2.6))
-for name, error in erf_errors.items():
-    plt.plot(bin_x, error.reshape(-1, 200).max(axis=1), label=name)
-plt.axhline(float32_step, color="0.3", linestyle=":")
-plt.xlabel("x")
-plt.ylabel("largest |error|")
-plt.legend()
-
 # %% [markdown]
-# Both errors are a few float32 steps (@fig-erf-error): the rational
-# one is at most {{ erf_errors["rational erf"].max():.1e }}, or
-# {{ erf_errors["rational erf"].max() / float32_step:.1f }} times the gap
-# between float32 numbers just below 1, MLX's
-# {{ erf_errors["mx.erf"].max():.1e }}. Nearly all of the rational
-# erf's error is the rounding of its own float32 arithmetic: evaluated
-# in float64, the same fit is within {{ fit_error:.0e }}. The GELU built on it agrees
-# with `nn.gelu` to {{ gelu_gap:.0e }} in value and
+# Both erfs are within a few float32 steps of the exact one: the
+# rational one within {{ erf_errors["rational erf"].max():.1e }}, MLX's
+# within {{ erf_errors["mx.erf"].max():.1e }}, where float32 numbers just
+# below 1 lie $2^{-24} \approx 6 \times 10^{-8}$ apart. The GELU built on
+# it agrees with `nn.gelu` to {{ gelu_gap:.0e }} in value and
 # {{ slope_gap.item():.0e }} in slope, and its erf costs
 # {{ rational_ns:.2f }} ns per number against {{ erf_ns:.2f }}. The
 # feed-forward network uses it.
@@ -1176,3 +1146,10 @@ print(untrained_sample)
 # 5. ★★★ Check @eq-flops across sizes. Measure the training step of
 #    models of several widths and plot measured against predicted time.
 #    Where does the ratio settle, and why does it fall as the width grows?
+# 6. ★★ Fit the rational erf yourself. Write the fit of
+#    $\operatorname{erf}(x) \approx x\,P(x^2)/Q(x^2)$ with $Q(0) = 1$ as
+#    equations linear in the coefficients, solve them by least squares,
+#    then repeat with each equation divided by the previous round's $Q$.
+#    How much does the repetition gain? Plot the error of `mx.erf` and of
+#    the rational erf against `math.erf`, and say how much of the
+#    rational erf's error is float32 rounding rather than the fit.
