@@ -19,10 +19,13 @@
 # cost and never the text: with it and without it, greedy decoding writes
 # the same {{ same_tokens }} tokens. Then you measure what it buys on this
 # machine: over {{ speed_tokens }} new tokens the full preset writes
-# {{ full_speedup:.1f }} times faster with the cache. On the map of
-# chapter 1 this is the last box, the loop that turns a model into a
-# writer; it all goes to `mlxllm.generate`, behind one iterator,
-# `generate_tokens`.
+# {{ full_speedup:.1f }} times faster with the cache. Last comes
+# speculative decoding, in which a small draft model guesses a few tokens
+# and the model checks them all in one pass, without changing what it
+# would have written. On the map of chapter 1 this is the last box, the
+# loop that turns a model into a writer; it all goes to
+# `mlxllm.generate`, behind one iterator, `generate_tokens`, and its
+# speculative twin.
 
 # %%
 #| default_exp generate
@@ -1416,10 +1419,15 @@ Table(spec_rows, ["T", "decoding", "kept", "tokens/s", "speed-up"],
 # {{ full_cache_formula / 2**20:.1f }} MiB for the full preset's window,
 # as the formula says, and on this machine makes the full preset
 # {{ full_speedup:.1f }} times faster over {{ speed_tokens }} tokens.
+# Last, speculative decoding: a one-block draft proposes, the model
+# checks a whole draft in one pass, Leviathan et al.'s rule keeps the
+# model's distribution exactly (checked on the real distributions), and
+# greedy speculative decoding writes the model's own greedy text.
 #
 # What went into `mlxllm.generate`, after chapter 7's `draw_token`,
-# `generate_stream` and `generate` (unchanged, still what `mlxllm
-# generate` calls):
+# `generate_stream` and `generate` (unchanged; chapter 7's trainer still
+# samples with them, and `mlxllm generate` now runs on
+# `generate_tokens`):
 #
 # - `greedy`, `apply_temperature`, `top_k_filter`, `top_p_filter`,
 #   `min_p_filter`, `apply_repetition_penalty`, and `Sampler(temperature,
@@ -1430,7 +1438,15 @@ Table(spec_rows, ["T", "decoding", "kept", "tokens/s", "speed-up"],
 # - `generate_tokens(model, prompt_ids, new_tokens, *, temperature,
 #   top_k, top_p, min_p, repetition_penalty, seed, cache, keep)`, an
 #   iterator over the new ids, cached by default, that restarts from the
-#   last `keep` ids when the window is full.
+#   last `keep` ids when the window is full;
+# - `draw_from`, `accept_draft(target, draft, drafted, key)`, `advance`,
+#   `rewind`, `SpeculationStats`, `check_draft` and
+#   `speculative_tokens(model, draft, prompt_ids, new_tokens, *, sampler,
+#   draft_tokens, seed, keep, stats)`, the same iterator with a draft.
+#
+# `mlxllm generate` takes `--top-p`, `--min-p`, `--repetition-penalty`,
+# `--num-samples` and, for speculative decoding, `--draft DIR` and
+# `--draft-tokens K`, and reports tokens per second when it is done.
 #
 # ## Exercises
 #
