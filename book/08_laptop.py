@@ -28,9 +28,15 @@
 # made to fit. Everything lands in a new module, `mlxllm.laptop`, and
 # comes together in `MemorySavingConfig` and `MemorySavingTrainer`, which
 # the `mlxllm train` command uses.
+#
+# The chapter builds on chapter 7's library: the trainer, the optimizer
+# and the step from `mlxllm.train`, checkpoints from `mlxllm.checkpoint`,
+# the model's pieces from `mlxllm.model` (the chapter file's first cell
+# imports them all). The data are chapter 7's characters:
 
 # %%
 #| default_exp laptop
+#| echo: false
 import gc
 import tempfile
 from pathlib import Path
@@ -60,6 +66,7 @@ from mlxllm.train import (
     make_step,
 )
 
+# %%
 text = load_corpus()
 char_tokenizer = CharTokenizer.train(text)
 vocab = char_tokenizer.vocab_size

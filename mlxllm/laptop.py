@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-# book/08_laptop.py:115
+# book/08_laptop.py:122
 FFN_SAVED = {"relu": 2, "gelu": 2, "swiglu": 5}
 PRECISIONS = ("float32", "mixed", "bfloat16")
 
@@ -70,7 +70,7 @@ def memory_estimate(config: GPTConfig, batch_size: int,
                                                  else 2)}
 
 
-# book/08_laptop.py:383
+# book/08_laptop.py:390
 LossAndGrad = Callable[[mx.array, mx.array], tuple[mx.array, dict]]
 
 
@@ -115,7 +115,7 @@ def make_accumulating_step(model: nn.Module, optimizer: optim.Optimizer,
     return step
 
 
-# book/08_laptop.py:625
+# book/08_laptop.py:632
 class CheckpointedBlock(Block):
     """A Block that keeps only its input for the backward pass and
     recomputes the rest (Chen et al., 2016); same parameters as Block."""
@@ -138,7 +138,7 @@ def use_checkpointing(model: GPT) -> GPT:
     return model
 
 
-# book/08_laptop.py:926
+# book/08_laptop.py:933
 def mixed_precision_loss_and_grad(model: nn.Module,
                                   dtype: mx.Dtype = mx.bfloat16
                                   ) -> LossAndGrad:
@@ -160,7 +160,7 @@ def mixed_precision_loss_and_grad(model: nn.Module,
     return loss_and_grad
 
 
-# book/08_laptop.py:1003
+# book/08_laptop.py:1010
 @dataclass
 class MemorySavingConfig(TrainConfig):
     """A TrainConfig with chapter 8's memory savers: batch_size windows

@@ -176,7 +176,7 @@ class RMSNorm(nn.Module):
         return x * mx.rsqrt(mean_square + self.eps) * self.weight
 
 
-# book/06_gpt.py:200
+# book/06_gpt.py:193
 ERF_CLAMP = 4.0  # float32 erf is ±1 beyond this
 
 
@@ -237,7 +237,7 @@ def gelu_vjp(x: mx.array, cotangent: mx.array,
     return cotangent * (cdf + x * pdf)
 
 
-# book/06_gpt.py:326
+# book/06_gpt.py:296
 ACTIVATIONS = ("relu", "gelu", "swiglu")
 
 
@@ -268,7 +268,7 @@ class FeedForward(nn.Module):
         return self.down_proj(hidden)
 
 
-# book/06_gpt.py:430
+# book/06_gpt.py:400
 NORMS = ("layer", "rms")
 
 
@@ -342,7 +342,7 @@ def make_norm(config: GPTConfig) -> nn.Module:
     return LayerNorm(config.n_embd)
 
 
-# book/06_gpt.py:511
+# book/06_gpt.py:481
 class Block(nn.Module):
     """Pre-norm transformer block (GPT-2): x + attn(norm(x)), then
     x + ffn(norm(x)), with dropout on what each sublayer adds."""
@@ -362,7 +362,7 @@ class Block(nn.Module):
         return x + self.dropout(self.feed_forward(self.norm2(x)))
 
 
-# book/06_gpt.py:656
+# book/06_gpt.py:626
 class GPT(nn.Module):
     """Decoder-only transformer: (B, T) token ids -> (B, T, vocab) logits."""
 
@@ -405,7 +405,7 @@ class GPT(nn.Module):
         return self.token_embedding.as_linear(self.norm(x))
 
 
-# book/06_gpt.py:777
+# book/06_gpt.py:747
 def language_model_loss(model: nn.Module, inputs: mx.array,
                         targets: mx.array) -> mx.array:
     """The training objective: mean next-token cross-entropy in nats,
@@ -414,7 +414,7 @@ def language_model_loss(model: nn.Module, inputs: mx.array,
     return nn.losses.cross_entropy(logits, targets, reduction="mean")
 
 
-# book/06_gpt.py:912
+# book/06_gpt.py:882
 def count_parameters(config: GPTConfig) -> int:
     """The number of parameters of GPT(config), from the formula."""
     d, h = config.n_embd, config.hidden
@@ -428,7 +428,7 @@ def count_parameters(config: GPTConfig) -> int:
     return embeddings + config.n_layer * (attention + ffn + 2 * norm) + norm
 
 
-# book/06_gpt.py:1020
+# book/06_gpt.py:990
 def train_flops_per_token(config: GPTConfig) -> float:
     """Training FLOPs per token: 6 N' plus the attention products."""
     d, T = config.n_embd, config.context
