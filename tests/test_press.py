@@ -11,7 +11,7 @@ import jupytext
 import pytest
 from pypdf import PdfReader
 
-from mlxllm.press.__main__ import build_pdf
+from mlxllm.press.__main__ import _chapters, build_pdf
 from mlxllm.press.execute import ChapterRunError, execute
 from mlxllm.press.export import export, stale_modules
 from mlxllm.press.pdf import write_pdf
@@ -388,3 +388,11 @@ def test_export_and_export_check(book: Path, tmp_path: Path) -> None:
     (package / "fixture_mod.py").write_text(module + "\n# edited by hand\n")
     assert stale_modules(chapters, package) == [f"{package}/fixture_mod.py differs "
                                                 "from its chapter"]
+
+
+def test_run_takes_chapters_by_number_stem_or_file_and_adds_what_they_read() -> None:
+    for name in ("09", "09_generation", "book/09_generation.py"):
+        assert [c.stem for c in _chapters([name], BOOK)] == ["07_training", "09_generation"]
+    assert len(_chapters([], BOOK)) == len(read_book(BOOK))
+    with pytest.raises(SystemExit, match="no chapter '77' in the book"):
+        _chapters(["77"], BOOK)

@@ -19,15 +19,18 @@ from pathlib import Path
 from mlxllm.book import PROFILES
 from mlxllm.press.execute import ChapterRunError, dependencies, execute
 from mlxllm.press.export import export, stale_modules
-from mlxllm.press.read import Chapter, ChapterFormatError, read_book, read_chapter
+from mlxllm.press.read import Chapter, ChapterFormatError, read_book
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _chapters(names: list[str], book: Path) -> list[Chapter]:
+    """The book's chapters, or those `names` choose with their parts and the chapters whose
+    artifacts they read."""
+    chapters = read_book(book)
     if not names:
-        return read_book(book)
-    return [read_chapter(Path(n)) for n in names]
+        return chapters
+    return with_upstream(chapters, [c for name in names for c in chosen(chapters, name)])
 
 
 @dataclass
@@ -109,7 +112,7 @@ def chosen(chapters: list[Chapter], name: str) -> list[Chapter]:
         return chapter.continues or chapter.stem
 
     wanted = {opener(c) for c in chapters
-              if name in (c.stem[:2], c.stem, c.path.name, str(c.path))}
+              if name in (c.stem[:2], c.stem, c.path.name) or Path(name).name == c.path.name}
     if not wanted:
         raise SystemExit(f"error: no chapter {name!r} in the book")
     return [c for c in chapters if opener(c) in wanted]
@@ -154,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlxllm.press")
     parser.add_argument("command", choices=["export", "export-check", "run", "pdf", "preview"])
     parser.add_argument("chapters", nargs="*",
-                        help="chapter files (default: all); for preview, one chapter's "
-                             "number (07), stem or file")
+                        help="chapters by number (07), stem or file (default: all); run "
+                             "adds their parts and the chapters they read; preview takes one")
     parser.add_argument("--book", type=Path, default=ROOT / "book")
     parser.add_argument("--build", type=Path, default=ROOT / "build")
     parser.add_argument("--profile", default=None, choices=PROFILES)
