@@ -28,9 +28,18 @@ def pdf(smoke_book: BuildReport) -> tuple[PdfReader, Path]:
     return PdfReader(smoke_book.pdf), smoke_book.pdf.parent
 
 
-def footer_number(reader: PdfReader, index: int) -> str:
+@pytest.fixture(scope="module")
+def pages_text(smoke_book: BuildReport) -> list[str]:
+    """The text of every page, in order, as poppler's pdftotext lays it out (one call for
+    the whole book: pypdf's extract_text takes several times as long)."""
+    out = subprocess.run(["pdftotext", "-layout", str(smoke_book.pdf), "-"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split("\f")[:-1]
+
+
+def footer_number(pages_text: list[str], index: int) -> str:
     """The page number printed at the foot of physical page `index`."""
-    lines = [line.strip() for line in reader.pages[index].extract_text().splitlines()]
+    lines = [line.strip() for line in pages_text[index].splitlines()]
     return next(line for line in reversed(lines) if line)
 
 
@@ -49,8 +58,10 @@ def test_pdf_has_title_pages_and_outline(pdf: tuple[PdfReader, Path]) -> None:
     assert (build / "html" / "index.html").exists()
 
 
-def test_toc_page_numbers_match_where_chapters_start(pdf: tuple[PdfReader, Path]) -> None:
+def test_toc_page_numbers_match_where_chapters_start(pdf: tuple[PdfReader, Path],
+                                                     pages_text: list[str]) -> None:
     reader, _ = pdf
+    assert len(pages_text) == len(reader.pages)
     chapters = [c for c in read_book(BOOK) if not c.continues]
     top_level = [item for item in reader.outline if not isinstance(item, list)][1:]
     toc_text = ""
@@ -58,16 +69,16 @@ def test_toc_page_numbers_match_where_chapters_start(pdf: tuple[PdfReader, Path]
         [item for item in reader.outline if not isinstance(item, list)][0])
     first_chapter_page = reader.get_destination_page_number(top_level[0])
     for index in range(contents_page, first_chapter_page):
-        toc_text += reader.pages[index].extract_text() + "\n"
+        toc_text += pages_text[index] + "\n"
     for chapter, item in zip(chapters, top_level):
         physical = reader.get_destination_page_number(item)
         match = re.search(re.escape(chapter.title) + r"[ .]*?([ivx]+|\d+)\s*$", toc_text,
                           re.M)
         assert match, f"{chapter.title!r} is not in the table of contents"
         printed = match[1]
-        assert footer_number(reader, physical) == printed, (
+        assert footer_number(pages_text, physical) == printed, (
             f"TOC says {chapter.title!r} starts on page {printed}; its first page is "
-            f"numbered {footer_number(reader, physical)}")
+            f"numbered {footer_number(pages_text, physical)}")
         if chapter.part == "front":
             assert roman_value(printed) == physical + 1
 
@@ -93,7 +104,8 @@ def test_outline_nests_each_chapters_sections_in_its_pages(
             assert start <= reader.get_destination_page_number(section) < end, section.title
 
 
-def test_every_link_lands_on_its_target(pdf: tuple[PdfReader, Path]) -> None:
+def test_every_link_lands_on_its_target(pdf: tuple[PdfReader, Path],
+                                        pages_text: list[str]) -> None:
     reader, build = pdf
     page_html = (build / "html" / "index.html").read_text(encoding="utf-8")
     names = reader.named_destinations
@@ -111,14 +123,12 @@ def test_every_link_lands_on_its_target(pdf: tuple[PdfReader, Path]) -> None:
         return sum(start <= page for start in starts)
 
     references = dict(re.findall(r'<a class="xref" href="#([^"]+)">([^<]+)</a>', page_html))
-    text: dict[int, str] = {}
+    text = [" ".join(page.split()) for page in pages_text]
     across = 0
     for number, name in links:
         if name not in references:
             continue
         target = reader.get_destination_page_number(names[name])
-        if target not in text:
-            text[target] = " ".join(reader.pages[target].extract_text().split())
         kind, label = references[name].split(" ", 1)
         shown = f"({label})" if kind == "Equation" else f"{kind} {label}"
         assert shown in text[target], \
