@@ -197,6 +197,9 @@ def test_move_floats_moves_a_figure_past_one_paragraph_and_keeps_the_rest() -> N
     assert moved == f"<p>a</p><ul><li>b<ul><li>c</li></ul></li></ul>{FIGURE}<p>d</p>"
     assert floats.move_floats(moved, {"x-1"})[0].endswith("<p>d</p>" + FIGURE)
     assert floats.move_floats(moved.replace("<p>d</p>", "</section>"), {"x-1"})[1] == set()
+    table = '<figure class="table" data-float="x-2"><table><tr><td>1</td></tr></table></figure>'
+    assert floats.move_floats(f"{FIGURE}{table}<p>e</p>", {"x-1"})[0] == \
+        f"{table}{FIGURE}<p>e</p>"  # a figure moves past the table after it
 
 
 def test_a_float_moves_with_headings_export_tags_and_outputs_kept_in_place() -> None:

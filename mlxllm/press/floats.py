@@ -21,7 +21,7 @@ PASSES = 4
 FLOAT = re.compile(r'<figure\b[^>]*\bdata-float="([^"]+)"[^>]*>.*?</figure>', re.S)
 # the blocks a float may move past; a <section> (its end, or a part's start) stops it
 BLOCK = re.compile(
-    r'\s*<(?P<tag>p|ul|ol|pre|div|h2|h3|h4)\b(?:[^>]*\bclass="(?P<classes>[^"]*)")?')
+    r'\s*<(?P<tag>p|ul|ol|pre|div|figure|h2|h3|h4)\b(?:[^>]*\bclass="(?P<classes>[^"]*)")?')
 STICKY = {"h2", "h3", "h4"}  # a heading moves with the block under it
 OUTPUT = re.compile(r'\s*<(?P<tag>pre)\b[^>]*\bclass="output')
 SKIPPED_TAGS = {"html", "body", "section"}  # they span the page whatever it holds
@@ -96,9 +96,9 @@ def floats_to_move(pages: list) -> set[str]:
 
 def move_floats(document: str, names: set[str]) -> tuple[str, set[str]]:
     """The document with each named float moved past the block after it, and the
-    floats that moved. A block is a paragraph, a list, a listing with its output or an
-    equation; a heading moves with the block under it, so a float never sits between
-    them; the end of a section stops it."""
+    floats that moved. A block is a paragraph, a list, a listing with its output, an
+    equation or another float (a table right after a figure); a heading moves with the
+    block under it, so a float never sits between them; the end of a section stops it."""
     moved: set[str] = set()
     for name in sorted(names):
         found = next((m for m in FLOAT.finditer(document) if m[1] == name), None)
