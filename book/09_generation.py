@@ -1409,7 +1409,7 @@ Table(spec_rows, ["T", "decoding", "kept", "tokens/s", "speed-up"],
       digits=2)
 
 # %% [markdown]
-# On this CPU the draft pays for itself only just: with it, greedy
+# On this CPU the draft gains little, if anything: with it, greedy
 # decoding is at best {{ spec_best[0.0]:.2f }} times as fast as the
 # model alone, and sampling at $T = 1$ at best
 # {{ spec_best[1.0]:.2f }} times (@tbl-speculative); on a shared
