@@ -469,7 +469,8 @@ greedy_words = samples["greedy"].split()
 # positions up to $j$, so nothing that comes later changes them. Keep
 # them, the idea of the *KV cache* (Pope et al., 2022, analyse it at
 # scale), and each new token needs only its own pass: $2W + 4Ld(P+i)$
-# FLOPs, linear in $n$ overall.
+# FLOPs. The weights' part of the sum is then linear in $n$, $2Wn$, and
+# the attention part quadratic instead of cubic.
 
 # %%
 def forward_flops(config: GPTConfig, new: int, cached: int = 0) -> float:
@@ -743,9 +744,11 @@ print(f"largest difference: {block_error:.1e}")
 # first {{ model.config.context }} is predicted from the last
 # {{ model.config.context }}. Sliding breaks the cache: the token that
 # was at position 1 is now at position 0, and its keys and values, which
-# carry its position, are wrong. A cache cannot slide here (with rotary
-# positions, chapter 4, it could be shifted more cheaply, but not for
-# free either). When the cache is full, the generator below drops it,
+# carry its position, are wrong. A cache cannot slide here. (With rotary
+# positions, chapter 4, the keys need no shift, since scores depend only
+# on distances; but in every layer after the first, the kept positions'
+# keys and values were computed while the dropped tokens were in view,
+# so a slid cache is not what a fresh pass would compute.) When the cache is full, the generator below drops it,
 # keeps the last `keep` tokens and prefills them again; the next
 # `context - keep` tokens are cheap decode steps until it is full again.
 # `keep = context` is chapter 7's sliding window, a full prefill for
@@ -897,13 +900,14 @@ for name, lm, tokens in (("baby", model, 3 * pick(smoke=16, book=64)),
 rates = {run: len(times) / times[-1] for run, times in speed_runs.items()}
 full_speedup = rates["full", True] / rates["full", False]
 baby_speedup = rates["baby", True] / rates["baby", False]
-print({f"{name}, cache {cached}": round(rate)
-       for (name, cached), rate in rates.items()})
+for (name, cached), rate in rates.items():
+    print(f"{name}, {'with' if cached else 'without'} cache: "
+          f"{rate:.0f} tokens/s")
 
 # %%
 #| echo: false
 #| label: fig-speed
-#| fig-cap: Tokens per second after n new tokens (n divided by the time to write them), greedy, from an 8-token prompt, with and without the cache, on this machine's CPU. The baby model runs past its 64-position window; the full preset fills its 256.
+#| fig-cap: Tokens per second after n new tokens (n divided by the time to write them), greedy, from an 8-token prompt, with and without the cache, on this machine's CPU. The baby model runs past its 64-position window; the full preset fills its 256 and re-prefills half of it for the last 8 tokens.
 fig, ax = plt.subplots(figsize=(6, 3))
 for (name, cached), times in speed_runs.items():
     count = np.arange(1, len(times) + 1)
@@ -1068,10 +1072,8 @@ print(f"eager {eager_rate:.0f} tokens/s, compiled {compiled_rate:.0f}")
 # %% [markdown]
 # ## Speculative decoding
 #
-# The prefill measured above handles a position
-# {{ decode_s / prefill_s:.0f }} times faster than a decode step does:
-# checking several tokens costs the large model hardly more than writing
-# one. Speculative decoding (Leviathan et al., 2023) turns that into
+# A decode step is mostly fixed cost, and a pass over a few positions
+# pays that cost only once (measured below). Speculative decoding (Leviathan et al., 2023) turns that into
 # speed. A small, fast *draft* model writes the next $k$ tokens one at a
 # time; the large *target* model then scores all of them in one cached
 # pass, which gives its own distribution at each of the $k + 1$
@@ -1117,11 +1119,34 @@ print(f"{parameter_count(draft_model):,} parameters, {draft_share:.1%} of "
       f"the target's; validation {draft_loss:.2f} nats/char after "
       f"{draft_steps} steps")
 
+
+def cached_pass_seconds(width: int, repeats: int = 30) -> float:
+    """Median seconds of the target's cached pass over `width` new
+    positions after a 32-position prefill."""
+    times = []
+    for _ in range(repeats):
+        _, caches = prefill(model, prompt_ids[:32])
+        mx.eval([(c.keys, c.values) for c in caches])
+        begin = time.perf_counter()
+        mx.eval(forward_cached(model, mx.array([prompt_ids[32:32 + width]]),
+                               caches))
+        times.append(time.perf_counter() - begin)
+    return float(np.median(times))
+
+
+verify_width = 5
+verify_ratio = cached_pass_seconds(verify_width) / cached_pass_seconds(1)
+print(f"a cached pass over {verify_width} positions: {verify_ratio:.2f} "
+      "times one over 1")
+
 # %% [markdown]
-# The draft has {{ draft_share:.0%}} of the target's parameters and a
+# One cached pass of the target over {{ verify_width }} new positions
+# takes {{ verify_ratio:.1f }} times as long as a pass over one, so
+# checking four drafted tokens costs far less than writing them. The
+# draft has {{ draft_share:.0%}} of the target's parameters and a
 # validation loss of {{ draft_loss:.2f }} nats per character against the
 # target's {{ record['history']['val_loss'][-1]:.2f }}: a worse model,
-# as a draft should be, but one that agrees with the target on the easy
+# as a draft is bound to be, but one that agrees with the target on the easy
 # characters, the rest of a common word, a space after it.
 #
 # ### Keeping the target's distribution
@@ -1167,8 +1192,8 @@ def accept_draft(target: list[mx.array], draft: list[mx.array],
 # $p$ sums to zero only when $p$ equals $q$ to rounding, and then a
 # rejection was rounding too, so the draw falls back on $p$.
 #
-# The claim can be checked on the real models. At the character after
-# "What light through ", the start of a word, both give a distribution
+# The claim can be checked on the real models. At the first character
+# of a word, after "What light through" and a space, both give a distribution
 # at $T = 1$; many single rounds,
 # each drafting one token from $q$ and letting `accept_draft` decide,
 # must produce tokens distributed as $p$, not as $q$, and keep the
@@ -1195,8 +1220,8 @@ assert distance["speculative"] < 1.5 * noise < distance["draft q"], distance
 spread = np.sqrt(predicted_acceptance * (1 - predicted_acceptance) / trials)
 assert abs(accepted / trials - predicted_acceptance) < 4 * spread
 print({name: round(float(value), 3) for name, value in distance.items()},
-      f"acceptance {accepted / trials:.3f}, predicted "
-      f"{predicted_acceptance:.3f}")
+      f"(sampling noise {noise:.3f}); acceptance "
+      f"{accepted / trials:.3f}, predicted {predicted_acceptance:.3f}")
 
 # %% [markdown]
 # Over {{ trials:,}} rounds the speculative tokens lie
@@ -1393,11 +1418,12 @@ draft_rate = float(np.median(draft_rates))
 spec_rows, spec_best = [], {}
 for temperature in (0.0, 1.0):
     alone, _ = spec_rate(temperature, None)
-    spec_rows.append([f"{temperature:g}", "target alone", "", alone, 1.0])
+    spec_rows.append([f"{temperature:g}", "target alone", "", round(alone),
+                      1.0])
     for k in (1, 2, 4, 8):
         rate, kept_share = spec_rate(temperature, k)
         spec_rows.append([f"{temperature:g}", f"draft k = {k}", kept_share,
-                          rate, rate / alone])
+                          round(rate), rate / alone])
         spec_best[temperature] = max(spec_best.get(temperature, 0),
                                      rate / alone)
 
@@ -1413,7 +1439,10 @@ Table(spec_rows, ["T", "decoding", "kept", "tokens/s", "speed-up"],
 # decoding is at best {{ spec_best[0.0]:.2f }} times as fast as the
 # model alone, and sampling at $T = 1$ at best
 # {{ spec_best[1.0]:.2f }} times (@tbl-speculative); on a shared
-# machine, differences of a few percent are within the noise. Greedy
+# machine, differences of a few percent are within the noise, and the
+# target-alone rate here differs from the earlier figure's because runs
+# of the same work at different moments differ (compare rates within
+# one table or figure, not across them). Greedy
 # decoding keeps most drafts, since the two models need only agree on
 # their likeliest character; at $T = 1$ they must agree on a random
 # draw, and the further ahead the draft guesses, the more of it is
@@ -1476,8 +1505,9 @@ Table(spec_rows, ["T", "decoding", "kept", "tokens/s", "speed-up"],
 #
 # 1. ★★ Write beam search with width $B$: keep the $B$ likeliest partial
 #    texts by summed log-probability, extend each by every token, keep
-#    the best $B$. Compare the log-probability of its 40-character
-#    continuation of the prompt with greedy decoding's at $B = 2, 4, 8$.
+#    the best $B$. Compare, at $B = 2, 4, 8$, the log-probability of its
+#    40-character continuation of the prompt with greedy decoding's
+#    ($B = 1$).
 #    Is the likeliest text the best one to read?
 # 2. ★ With the trained baby model, measure how many characters top-p
 #    with $p = 0.9$ keeps at each step of a 300-character greedy text.

@@ -319,13 +319,14 @@ Table([[rounds, f"{error:.1e}"] for rounds, error in fit_errors.items()],
 # (@tbl-erf-rounds); the first reweighted round brings it to
 # {{ fit_errors[2]:.1e }}, {{ fit_errors[1] / fit_errors[2]:.0f }} times
 # closer, and the rounds after it settle at {{ fit_errors[20]:.1e }}.
-# They settle on the smallest sum of squared errors over the grid,
+# They settle near the smallest sum of squared errors over the grid,
 # which need not be the smallest largest error, so a round can end a
 # little better than where they settle. Evaluated in float32, as `erf` runs, the same function
 # is within {{ erf_errors['rational erf'].max():.1e }}, and MLX's erf
-# within {{ erf_errors['mx.erf'].max():.1e }}: nearly all of the float32
-# error is the rounding of float32 arithmetic, a few steps of $2^{-24}$
-# at most (@fig-erf-error).
+# within {{ erf_errors['mx.erf'].max():.1e }}: nearly all of the
+# rational erf's float32 error is the rounding of float32 arithmetic, a
+# few steps of $2^{-24}$ near $|x| = 3$ to 4, where erf is close to 1
+# (@fig-erf-error).
 
 # %%
 #| echo: false

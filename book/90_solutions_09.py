@@ -179,7 +179,9 @@ Table(keep_rows, ["keep", "tokens/s", "loss (nats/char)"], digits=3)
 # sliding window (`keep` = {{ context }}) re-prefills the whole window
 # for every token; here the fastest was `keep` = {{ fastest_keep }}, at
 # {{ keep_rate[fastest_keep]:.0f }} tokens per second against
-# {{ keep_rate[context]:.0f }} for the sliding window. A short `keep`
+# {{ keep_rate[context]:.0f }} for the sliding window; the shorter
+# settings lie close together, within what separate runs on a shared
+# machine differ by, and only the sliding window is clearly slow. A short `keep`
 # shows the model less context after each restart, yet on these
 # {{ len(scored):, }} characters the losses lie within
 # {{ keep_spread:.3f }} nats per character of each other
