@@ -14,6 +14,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import struct
 import sys
 import textwrap
@@ -652,6 +653,9 @@ def load_draft(path: Path, model: GPT, tokenizer: Tokenizer) -> GPT:
 def generate_command(args: argparse.Namespace) -> int:
     """Continue a prompt with a trained model, printing the text as it is drawn, and how fast
     on stderr; Ctrl-C keeps what was printed."""
+    # Ctrl-C raises KeyboardInterrupt even if this process was started with SIGINT ignored,
+    # as a shell does for a job it starts in the background without job control.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     model, tokenizer = load_model(args.checkpoint)
     sampler = make_sampler(args)
     draft = None if args.draft is None else load_draft(args.draft, model, tokenizer)
