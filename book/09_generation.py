@@ -763,11 +763,16 @@ def generate_tokens(model: GPT, prompt_ids: list[int], new_tokens: int, *,
                     temperature: float = 1.0, top_k: int | None = None,
                     top_p: float | None = None, min_p: float | None = None,
                     repetition_penalty: float = 1.0, seed: int = 0,
-                    cache: bool = True,
-                    keep: int | None = None) -> Iterator[int]:
+                    cache: bool = True, keep: int | None = None,
+                    sampler: Sampler | None = None) -> Iterator[int]:
     """Yield new_tokens ids after the prompt as they are drawn; a full
-    window restarts from its last `keep` ids (default: half)."""
-    sampler = Sampler(temperature, top_k, top_p, min_p, repetition_penalty)
+    window restarts from its last `keep` ids (default: half). A
+    `sampler` replaces the five settings before it."""
+    settings = Sampler(temperature, top_k, top_p, min_p, repetition_penalty)
+    if sampler is None:
+        sampler = settings
+    elif settings != Sampler():
+        raise ValueError("give a sampler or its settings, not both")
     context = model.config.context
     keep = context // 2 if keep is None else keep
     if not prompt_ids or not 1 <= keep <= context:
@@ -1085,8 +1090,8 @@ print(f"eager {eager_rate:.0f} tokens/s, compiled {compiled_rate:.0f}")
 # ### A draft model
 #
 # The draft must use the same tokenizer as the target and be much
-# cheaper. Chapter 7's trainer makes one in a few seconds: one block,
-# two heads, 64 wide, on the same characters.
+# cheaper. Chapter 7's trainer makes one in a few seconds: a single
+# block, two heads, 64 wide, on the same characters.
 
 # %%
 from mlxllm.data import encode_splits, load_corpus
@@ -1450,8 +1455,9 @@ Table(spec_rows, ["T", "decoding", "kept", "tokens/s", "speed-up"],
 # has {{ draft_share:.0%}} of the target's parameters, but alone it
 # writes {{ draft_rate:.0f }} tokens per second against the target's
 # {{ spec_rows[0][3]:.0f }}: at this size a decode step is mostly the
-# fixed cost of its many small operations, which one block instead of
-# four does not remove, and `accept_draft` adds a few small
+# fixed cost of its many small operations, which
+# {{ draft_config.n_layer }} block instead of {{ model.config.n_layer }}
+# does not remove, and `accept_draft` adds a few small
 # operations per drafted token. The method is made for a large gap in
 # cost, a draft that is nearly free next to its target: Leviathan et
 # al. report two to three times the speed of T5-XXL's standard
@@ -1489,7 +1495,8 @@ Table(spec_rows, ["T", "decoding", "kept", "tokens/s", "speed-up"],
 #   `cached_attention`, `forward_cached(model, ids, caches)`, `prefill`
 #   and `decode_step`;
 # - `generate_tokens(model, prompt_ids, new_tokens, *, temperature,
-#   top_k, top_p, min_p, repetition_penalty, seed, cache, keep)`, an
+#   top_k, top_p, min_p, repetition_penalty, seed, cache, keep,
+#   sampler)`, an
 #   iterator over the new ids, cached by default, that restarts from the
 #   last `keep` ids when the window is full;
 # - `draw_from`, `accept_draft(target, draft, drafted, key)`, `advance`,

@@ -671,10 +671,7 @@ def generate_command(args: argparse.Namespace) -> int:
             print(f"--- sample {sample + 1} of {args.num_samples} (seed {seed})", flush=True)
         stats = SpeculationStats()
         if draft is None:
-            stream = generate_tokens(model, prompt, args.tokens, temperature=sampler.temperature,
-                                     top_k=sampler.top_k, top_p=sampler.top_p,
-                                     min_p=sampler.min_p,
-                                     repetition_penalty=sampler.repetition_penalty, seed=seed)
+            stream = generate_tokens(model, prompt, args.tokens, sampler=sampler, seed=seed)
         else:
             stream = speculative_tokens(model, draft, prompt, args.tokens, sampler=sampler,
                                         draft_tokens=args.draft_tokens, seed=seed, stats=stats)

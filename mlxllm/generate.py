@@ -316,11 +316,16 @@ def generate_tokens(model: GPT, prompt_ids: list[int], new_tokens: int, *,
                     temperature: float = 1.0, top_k: int | None = None,
                     top_p: float | None = None, min_p: float | None = None,
                     repetition_penalty: float = 1.0, seed: int = 0,
-                    cache: bool = True,
-                    keep: int | None = None) -> Iterator[int]:
+                    cache: bool = True, keep: int | None = None,
+                    sampler: Sampler | None = None) -> Iterator[int]:
     """Yield new_tokens ids after the prompt as they are drawn; a full
-    window restarts from its last `keep` ids (default: half)."""
-    sampler = Sampler(temperature, top_k, top_p, min_p, repetition_penalty)
+    window restarts from its last `keep` ids (default: half). A
+    `sampler` replaces the five settings before it."""
+    settings = Sampler(temperature, top_k, top_p, min_p, repetition_penalty)
+    if sampler is None:
+        sampler = settings
+    elif settings != Sampler():
+        raise ValueError("give a sampler or its settings, not both")
     context = model.config.context
     keep = context // 2 if keep is None else keep
     if not prompt_ids or not 1 <= keep <= context:
@@ -346,7 +351,7 @@ def generate_tokens(model: GPT, prompt_ids: list[int], new_tokens: int, *,
         model.train(was_training)
 
 
-# book/09_generation.py:1168
+# book/09_generation.py:1173
 def draw_from(probabilities: mx.array, key: mx.array) -> int:
     """One id drawn from a vector of probabilities."""
     return int(mx.random.categorical(mx.log(probabilities), key=key).item())
@@ -368,7 +373,7 @@ def accept_draft(target: list[mx.array], draft: list[mx.array],
     return kept + [draw_from(target[len(drafted)], key)]
 
 
-# book/09_generation.py:1245
+# book/09_generation.py:1250
 def advance(model: GPT, caches: list[KVCache], window: list[int]) -> mx.array:
     """Logits (T, vocab) of the ids of `window` past what `caches` hold,
     which join the caches."""
@@ -391,7 +396,7 @@ class SpeculationStats:
     accepted: int = 0
 
 
-# book/09_generation.py:1274
+# book/09_generation.py:1279
 def speculative_tokens(model: GPT, draft: GPT, prompt_ids: list[int],
                        new_tokens: int, *, sampler: Sampler = Sampler(),
                        draft_tokens: int = 4, seed: int = 0,

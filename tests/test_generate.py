@@ -177,6 +177,10 @@ def test_seeds_reproduce_a_sample_and_differ_from_each_other() -> None:
     assert first == list(generate_tokens(model, prompt, 60, seed=5, **options))
     assert first == list(generate_tokens(model, prompt, 60, seed=5, cache=False, **options))
     assert first != list(generate_tokens(model, prompt, 60, seed=6, **options))
+    sampler = Sampler(**options)
+    assert first == list(generate_tokens(model, prompt, 60, seed=5, sampler=sampler))
+    with pytest.raises(ValueError, match="not both"):
+        list(generate_tokens(model, prompt, 60, temperature=0.5, sampler=sampler))
 
 
 def test_the_cache_grows_in_blocks_up_to_its_limit() -> None:
