@@ -286,6 +286,14 @@ def test_output_lines_wrap_at_a_space_not_inside_a_word() -> None:
         " ".join(words.split()[start:end]) for start, end in ((0, 11), (11, 22), (22, 30))]
 
 
+def test_a_long_path_wraps_after_a_slash_never_at_its_hyphens() -> None:
+    path = "/usr/lib/x86_64-linux-gnu/openblas-pthread/" + "deep-folder/" * 6 + "libblas.so"
+    wrapped = format_output(path).split("\n")
+    assert all(len(line) <= 80 for line in wrapped) and len(wrapped) > 1
+    assert all(line.removesuffix(" ↩").endswith("/") for line in wrapped[:-1])
+    assert "".join(line.removesuffix(" ↩").lstrip() for line in wrapped) == path
+
+
 # chapters in parts -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> str:

@@ -162,9 +162,13 @@ class MathRenderer:
 
 def wrap_point(line: str) -> int:
     """Where to cut a line longer than OUTPUT_WIDTH: after its last space that leaves
-    room for the continuation mark, or mid-word when a word fills most of the width."""
-    space = line.rfind(" ", 0, OUTPUT_WIDTH - 1)
-    return space + 1 if space >= OUTPUT_WIDTH // 2 else OUTPUT_WIDTH - 2
+    room for the continuation mark, else after the last slash of a long path (never at a
+    hyphen, which would read as one), else mid-word."""
+    for mark, end in ((" ", OUTPUT_WIDTH - 1), ("/", OUTPUT_WIDTH - 2)):  # " ↩" fits
+        found = line.rfind(mark, 0, end)
+        if found >= OUTPUT_WIDTH // 2:
+            return found + 1
+    return OUTPUT_WIDTH - 2
 
 
 def format_output(text: str) -> str:
