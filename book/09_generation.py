@@ -294,7 +294,8 @@ toy_kept = int(mx.isfinite(min_p_filter(apply_temperature(toy, 2.0),
 # raises it towards zero and makes the repeated token *more* likely. So
 # positive logits are divided and negative ones multiplied, as MLX-LM
 # and Hugging Face do. MLX-LM looks back at the last 20 tokens by
-# default; that is the window here too.
+# default (`repetition_context_size` in `mlx_lm/sample_utils.py`); that
+# is the window here too.
 
 # %%
 #| export
@@ -644,7 +645,8 @@ print(f"largest difference: {logit_error:.1e}")
 # ### A cache in blocks
 #
 # Concatenation allocates and copies a bigger array at every step.
-# MLX-LM's cache instead allocates room for 256 positions at a time and
+# MLX-LM's cache instead allocates room for 256 positions at a time
+# (`KVCache.step` in `mlx_lm/models/cache.py`) and
 # writes each step into it with a slice assignment; only when the room
 # runs out does it grow, by another block. The model here can never hold
 # more than its context, so the cache never grows past that.

@@ -132,7 +132,7 @@ def min_p_filter(logits: mx.array, min_p: float) -> mx.array:
     return mx.where(logits >= floor, logits, -mx.inf)
 
 
-# book/09_generation.py:300
+# book/09_generation.py:301
 def apply_repetition_penalty(logits: mx.array, previous: list[int],
                              penalty: float) -> mx.array:
     """Logits of the ids in `previous` pushed down by `penalty` >= 1:
@@ -147,7 +147,7 @@ def apply_repetition_penalty(logits: mx.array, previous: list[int],
     return mx.where(mx.array(seen), lowered, logits)
 
 
-# book/09_generation.py:333
+# book/09_generation.py:334
 @dataclass(frozen=True)
 class Sampler:
     """Decoding settings, checked on creation; calling it on one
@@ -211,7 +211,7 @@ class Sampler:
         return mx.softmax(prepared)
 
 
-# book/09_generation.py:561
+# book/09_generation.py:562
 class LayerCache(Protocol):
     """What a cached pass needs of one layer's cache."""
 
@@ -255,7 +255,7 @@ def forward_cached(model: GPT, ids: mx.array,
     return model.token_embedding.as_linear(model.norm(x))
 
 
-# book/09_generation.py:653
+# book/09_generation.py:655
 class KVCache:
     """One layer's keys and values in arrays preallocated `step`
     positions at a time, never past `limit` positions."""
@@ -311,7 +311,7 @@ def decode_step(model: GPT, token: int, caches: list[KVCache]) -> mx.array:
     return forward_cached(model, mx.array([[token]]), caches)[0, -1]
 
 
-# book/09_generation.py:761
+# book/09_generation.py:763
 def generate_tokens(model: GPT, prompt_ids: list[int], new_tokens: int, *,
                     temperature: float = 1.0, top_k: int | None = None,
                     top_p: float | None = None, min_p: float | None = None,
@@ -351,7 +351,7 @@ def generate_tokens(model: GPT, prompt_ids: list[int], new_tokens: int, *,
         model.train(was_training)
 
 
-# book/09_generation.py:1173
+# book/09_generation.py:1175
 def draw_from(probabilities: mx.array, key: mx.array) -> int:
     """One id drawn from a vector of probabilities."""
     return int(mx.random.categorical(mx.log(probabilities), key=key).item())
@@ -373,7 +373,7 @@ def accept_draft(target: list[mx.array], draft: list[mx.array],
     return kept + [draw_from(target[len(drafted)], key)]
 
 
-# book/09_generation.py:1250
+# book/09_generation.py:1252
 def advance(model: GPT, caches: list[KVCache], window: list[int]) -> mx.array:
     """Logits (T, vocab) of the ids of `window` past what `caches` hold,
     which join the caches."""
@@ -396,7 +396,7 @@ class SpeculationStats:
     accepted: int = 0
 
 
-# book/09_generation.py:1279
+# book/09_generation.py:1281
 def speculative_tokens(model: GPT, draft: GPT, prompt_ids: list[int],
                        new_tokens: int, *, sampler: Sampler = Sampler(),
                        draft_tokens: int = 4, seed: int = 0,
