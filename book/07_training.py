@@ -1478,18 +1478,26 @@ plt.legend()
 #
 # which writes checkpoints to `runs/full/`, shows a progress bar, can be
 # stopped with Ctrl-C and continued with `mlxllm train --preset full
-# --resume`. The command builds its run from one of two presets:
+# --resume`. The command builds its run from one of three presets; the
+# middle one, `small`, is the model chapter 10 trains as the book's own,
+# sized to take about a quarter of an hour on this book's 2-core CPU:
 
 # %%
 #| export
-PRESETS = ("baby", "full")
+PRESETS = ("baby", "small", "full")
 
 
 def preset(name: str, vocab_size: int) -> tuple[GPTConfig, TrainConfig]:
-    """The book's two runs, after nanoGPT's Shakespeare configurations:
-    `baby` trains on a laptop CPU in minutes, `full` wants a GPU."""
+    """The book's three runs: `baby` (nanoGPT's, minutes on a laptop
+    CPU), `small` (chapter 10's, a quarter of an hour) and `full`
+    (nanoGPT's larger model, which wants a GPU)."""
     if name == "baby":
         return GPTConfig.baby(vocab_size), TrainConfig()
+    if name == "small":
+        return (GPTConfig(vocab_size, context=128, n_layer=4, n_head=4,
+                          n_embd=192, dropout=0.1),
+                TrainConfig(steps=2500, batch_size=16, eval_every=125,
+                            checkpoint_every=500))
     if name == "full":
         return (GPTConfig.full(vocab_size, dropout=0.2),
                 TrainConfig(steps=5000, batch_size=64, checkpoint_every=500))

@@ -334,15 +334,21 @@ class Trainer:
         return saved
 
 
-# book/07_training.py:1484
-PRESETS = ("baby", "full")
+# book/07_training.py:1486
+PRESETS = ("baby", "small", "full")
 
 
 def preset(name: str, vocab_size: int) -> tuple[GPTConfig, TrainConfig]:
-    """The book's two runs, after nanoGPT's Shakespeare configurations:
-    `baby` trains on a laptop CPU in minutes, `full` wants a GPU."""
+    """The book's three runs: `baby` (nanoGPT's, minutes on a laptop
+    CPU), `small` (chapter 10's, a quarter of an hour) and `full`
+    (nanoGPT's larger model, which wants a GPU)."""
     if name == "baby":
         return GPTConfig.baby(vocab_size), TrainConfig()
+    if name == "small":
+        return (GPTConfig(vocab_size, context=128, n_layer=4, n_head=4,
+                          n_embd=192, dropout=0.1),
+                TrainConfig(steps=2500, batch_size=16, eval_every=125,
+                            checkpoint_every=500))
     if name == "full":
         return (GPTConfig.full(vocab_size, dropout=0.2),
                 TrainConfig(steps=5000, batch_size=64, checkpoint_every=500))
