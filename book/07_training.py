@@ -1426,6 +1426,10 @@ print(f"{len(estimates)} estimates: mean {estimates.mean():.3f}, "
       f"std {estimates.std():.3f}, from {estimates.min():.3f} to "
       f"{estimates.max():.3f}")
 
+# %%
+#| echo: false
+np.save(artifact_path("07_training/nanogpt_estimates.npy"), estimates)
+
 # %% [markdown]
 # One estimate of that kind scatters around {{ estimates.mean():.3f }}
 # with a standard deviation of {{ estimates.std():.3f }}, and
