@@ -267,7 +267,8 @@ def find_checkpoint(path: Path) -> tuple[Path, Path]:
 
 
 def load_model(checkpoint: Path) -> tuple[GPT, Tokenizer]:
-    """The trained model of a checkpoint and the tokenizer it was trained with."""
+    """The trained model of a checkpoint, in evaluation mode (no dropout), and the tokenizer
+    it was trained with."""
     checkpoint, run_dir = find_checkpoint(checkpoint)
     record, weights = read_record(checkpoint)
     tokenizer = read_run_tokenizer(run_dir, checkpoint, record)
@@ -278,6 +279,7 @@ def load_model(checkpoint: Path) -> tuple[GPT, Tokenizer]:
         first_line = str(error).splitlines()[0].rstrip(": ")
         raise CommandError(f"{checkpoint}: the weights do not fit the model that state.json "
                            f"describes ({first_line})") from None
+    model.eval()
     return model, tokenizer
 
 

@@ -334,7 +334,7 @@ class Trainer:
         return saved
 
 
-# book/07_training.py:1486
+# book/07_training.py:1490
 PRESETS = ("baby", "small", "full")
 
 

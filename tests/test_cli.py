@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from mlxllm.checkpoint import latest_checkpoint
-from mlxllm.cli import RUN_CONFIG, build_parser, field_help, flag_settings, main, settable_fields
+from mlxllm.cli import (RUN_CONFIG, build_parser, field_help, flag_settings, load_model, main,
+                        settable_fields)
 from mlxllm.model import GPTConfig
 from mlxllm.tokenizer import CharTokenizer
 from tests.conftest import ROOT
@@ -364,3 +365,13 @@ def test_a_diverged_run_stops_keeping_its_last_finite_checkpoint(mlxllm: Callabl
     assert saved and latest_checkpoint(run_dir) == saved[-1]
     assert f"{Path('runs/baby') / saved[-1].name} is kept as latest" in run.err
     assert all(map(finite_checkpoint, saved))
+
+
+def test_a_model_loaded_for_generation_has_its_dropout_off(mlxllm: Callable[..., Outcome],
+                                                           tmp_path: Path) -> None:
+    tiny_run(mlxllm, "--dropout", "0.5")
+    model, _ = load_model(tmp_path / "runs/baby")
+    assert not model.training
+    greedy = ("generate", "--checkpoint", "runs/baby", "--tokens", "40", "--temperature", "0")
+    first, second = mlxllm(*greedy, "--seed", "1"), mlxllm(*greedy, "--seed", "2")
+    assert first.code == second.code == 0 and first.out == second.out
