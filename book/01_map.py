@@ -691,8 +691,8 @@ print(sample("\n", 500))
 # {{ n_params:, }} parameters the model knows spelling and layout, not what
 # anybody is talking about. Closing that gap is what the rest of the book is
 # about: a better tokenizer, components you understand well enough to change,
-# and a longer training run that fits your laptop (faster sampling comes in a
-# later chapter). To see
+# and a longer training run that fits your laptop (faster sampling comes in
+# chapter 9). To see
 # how far this miniature goes on your own machine, run it with the `full`
 # profile:
 #

@@ -287,9 +287,12 @@ print(f"ran on {len(devices)} device(s); results agree:",
 assert all(mx.allclose(r, results[0], atol=1e-3).item() for r in results)
 
 # %% [markdown]
-# On a Mac this cell multiplies on the GPU and the CPU from one array `x`, with
-# no transfer in between; the results agree up to rounding (the two devices add
-# in different orders). In this build only the CPU ran. You rarely need
+# On a Mac this cell would multiply on the GPU and on the CPU from one array
+# `x`, with no transfer in between, since both devices read the same unified
+# memory (Hannun et al., 2023); expect the results to agree up to rounding,
+# not bit for bit, because the two devices add in different orders. This
+# build has no GPU, so only the CPU ran, and the assertion above checked only
+# that the streams agree. You rarely need
 # `stream=` in this book: the default device is right for nearly everything. It
 # matters when a small operation is faster on the CPU or when you overlap CPU
 # and GPU work.

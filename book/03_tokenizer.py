@@ -276,7 +276,7 @@ print("|".join(pretokenize(train_text[:80])))
 # Notice the space at the start of most chunks and the newlines on their
 # own. One quirk is worth knowing: the contractions are lowercase only, so
 # `'S` in a shouted line splits differently from `'s`. Later tokenizers fix
-# that, which exercise 1 explores.
+# that, which exercise 3.1 explores.
 #
 # ### The first merges on Shakespeare
 #

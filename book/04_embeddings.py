@@ -255,7 +255,7 @@ assert past_the_end.shape == (1, attn_dims)
 # columns, cosines in the odd ones, so columns $2i$ and $2i + 1$ form a pair
 # at the same frequency. (Some code concatenates all the sines and then all
 # the cosines; that is the same matrix with its columns permuted, and
-# exercise 1 checks that nothing of substance changes.) The function below is
+# exercise 4.1 checks that nothing of substance changes.) The function below is
 # the first export of `mlxllm.model`, so its cell carries the module's
 # imports.
 

@@ -382,19 +382,20 @@ for width in widths:
 # %%
 #| echo: false
 #| label: tbl-saturation
-#| tbl-cap: Softmax over 64 random keys, with and without the division by √d_k. Spread is the standard deviation of the scores; a uniform row has largest weight 1/64 and entropy ln 64 = 4.16 nats.
+#| tbl-cap: Softmax over 64 random keys, with and without the division by $\sqrt{d_k}$. Spread is the standard deviation of the scores; a uniform row has largest weight 1/64 and entropy ln 64 = 4.16 nats.
 Table(
     [(width, *saturation["unscaled"][i], *saturation["scaled"][i])
      for i, width in enumerate(widths)],
-    ["d_k", "spread", "max weight", "entropy", "spread ÷√d_k",
-     "max weight ÷√d_k", "entropy ÷√d_k"],
+    ["d<sub>k</sub>", "spread", "max weight", "entropy",
+     "spread ÷√d<sub>k</sub>", "max weight ÷√d<sub>k</sub>",
+     "entropy ÷√d<sub>k</sub>"],
     digits=3,
 )
 
 # %%
 #| echo: false
 #| label: fig-saturation
-#| fig-cap: Entropy of the attention weights over 64 random keys against the width of the head. Unscaled scores saturate the softmax as d_k grows; scaled ones keep the same spread at every width.
+#| fig-cap: Entropy of the attention weights over 64 random keys against the width of the head. Unscaled scores saturate the softmax as $d_k$ grows; scaled ones keep the same spread at every width.
 plt.figure(figsize=(5.2, 2.6))
 for name, marker in (("unscaled", "o"), ("scaled", "s")):
     plt.plot(widths, [row[2] for row in saturation[name]], marker=marker,
@@ -404,7 +405,7 @@ plt.axhline(math.log(n_keys), color="black", linestyle="--", linewidth=0.8,
 plt.xscale("log", base=2)
 plt.xticks(widths, [f"{width:,}" for width in widths])
 plt.minorticks_off()
-plt.xlabel("head width d_k")
+plt.xlabel("head width $d_k$")
 plt.ylabel("entropy of weights (nats)")
 plt.legend()
 
@@ -522,8 +523,9 @@ assert mx.allclose(mx.softmax(row_scores - 1e9, -1), mx.array(0.25)).item()
 # `attention_weights` fills boolean masks with the most negative finite
 # number of the type.
 #
-# The fill also has to survive the type of the scores. Training on a Mac
-# usually runs in bfloat16 or float16, and @tbl-mask-dtypes shows what
+# The fill also has to survive the type of the scores. Training in lower
+# precision computes them in bfloat16 or float16 (chapter 8 trains that
+# way), and @tbl-mask-dtypes shows what
 # becomes of $-10^9$ and of the type's most negative number in each.
 
 # %%
@@ -685,7 +687,7 @@ for bias in (False, True):
 # The one difference is the interface: MLX's layer takes queries, keys and
 # values as three inputs, so it also serves cross-attention between two
 # sequences, while yours takes one `x`, the self-attention a GPT needs
-# (exercise 3 adds the other). Asking for a head count that does not divide
+# (exercise 5.3 adds the other). Asking for a head count that does not divide
 # the width fails early, with a message that says what to change:
 
 # %%

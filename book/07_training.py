@@ -168,12 +168,12 @@ from mlxllm.terminal import STOPPING_NOTICE, DeferredInterrupt, Progress
 # %%
 #| echo: false
 #| label: fig-bias-correction
-#| fig-cap: How much larger than intended an uncorrected Adam step is, for two choices of beta2 (beta1 = 0.9). The book uses 0.99, as nanoGPT does for Shakespeare.
+#| fig-cap: How much larger than intended an uncorrected Adam step is, for two choices of $\beta_2$ ($\beta_1 = 0.9$). The book uses 0.99, as nanoGPT does for Shakespeare.
 early = np.arange(1, 301)
 plt.figure(figsize=(6, 2.8))
 for beta2, style in ((0.99, "-"), (0.999, "--")):
     ratio = (1 - 0.9 ** early) / np.sqrt(1 - beta2 ** early)
-    plt.plot(early, ratio, style, label=f"beta2 = {beta2}")
+    plt.plot(early, ratio, style, label=rf"$\beta_2$ = {beta2}")
 plt.axhline(1.0, color="0.5", linewidth=0.8)
 plt.xlabel("step")
 plt.ylabel("uncorrected / corrected step")

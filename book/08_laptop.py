@@ -1224,10 +1224,12 @@ axis.legend()
 #
 # ## What fits on a MacBook
 #
-# A MacBook shares its memory between the CPU and the GPU, so MLX can
-# use most of it, but macOS and your other programs need some: the
-# table budgets three quarters of the memory (GB here are $2^{30}$
-# bytes, as Apple counts) and asks, for each configuration, how many
+# A MacBook shares its memory between the CPU and the GPU (Hannun et
+# al., 2023), so the model's arrays come out of the same memory as
+# everything else, and macOS and your other programs need some of it.
+# The table assumes three quarters of the memory is yours, a budget
+# chosen for this estimate and not measured on a Mac (GB here are
+# $2^{30}$ bytes), and asks, for each configuration, how many
 # windows a micro-batch can hold. Accumulation then makes any batch out
 # of those, for one more gradient-sized buffer.
 
@@ -1290,11 +1292,12 @@ Table(fit_rows, ["model", "setup", "M params", "fixed GB", "MiB/window",
                  "8 GB", "16 GB", "24 GB"], digits=2)
 
 # %% [markdown]
-# Read the table by rows. The baby model fits any Mac at any batch
-# anyone would use. The full model's recipe, 64 windows in float32,
-# needs {{ full_estimate_gb:.1f }} GB by the estimate: it fits even the
-# 8 GB budget, which holds {{ full_fits_8 }} windows, and a 16 GB Mac
-# runs it with room for your browser. (With mixed precision and
+# Read the table by rows; every entry is the estimate, not a run on a
+# Mac. The baby model fits every budget at any batch anyone would use.
+# The full model's recipe, 64 windows in float32, needs
+# {{ full_estimate_gb:.1f }} GB by the estimate: it fits even the 8 GB
+# budget, which holds {{ full_fits_8 }} windows, and the 16 GB budget
+# holds it with room to spare. (With mixed precision and
 # checkpointing it would hold many more, but checkpointing needs the
 # recipe's dropout turned off.) For GPT-2 small the picture changes:
 # the {{ gpt2_fixed:.1f }} GB of fixed state is affordable, but one window

@@ -953,6 +953,8 @@ fig.tight_layout()
 # {{ presets['full'].context }} tokens, both ways, on the full preset:
 
 # %%
+#| label: tbl-prefill-decode
+#| tbl-cap: The same window through the full preset's model twice: prefilled in one pass, and decoded one position at a time through the cache.
 def prefill_vs_decode(lm: GPT, ids: list[int]) -> tuple[float, float]:
     """Seconds to prefill `ids` at once, and to feed them one by one."""
     begin = time.perf_counter()

@@ -45,6 +45,8 @@ def log_probs(ids: list[list[int]]) -> mx.array:
 # `width × vocab` candidates. Width 1 is greedy decoding.
 
 # %%
+#| label: tbl-beam-widths
+#| tbl-cap: Beam search at several widths: the log-probability of the best continuation each finds, and its text.
 def beam_search(prompt: list[int], length: int,
                 width: int) -> tuple[list[int], float]:
     """The likeliest continuation beam search finds, and its log-prob."""
@@ -108,6 +110,8 @@ print(f"kept: {kept_sizes.min()} to {kept_sizes.max()}, median "
 # the 100 positions need.
 
 # %%
+#| label: tbl-cache-blocks
+#| tbl-cap: A 100-position prefill of the full preset into caches grown in blocks of three sizes: positions allocated, MiB the allocator counted, and the share of it the 100 positions need.
 full = GPT(GPTConfig.full(tokenizer.vocab_size))
 full.eval()
 mx.eval(full.parameters())
@@ -141,6 +145,8 @@ Table(memory_rows, ["block", "positions allocated", "MiB", "share used"])
 # the first.
 
 # %%
+#| label: tbl-keep
+#| tbl-cap: The positions kept at each re-prefill (keep) against greedy decoding speed and the loss of validation text scored with the same schedule.
 def schedule_loss(ids: list[int], keep: int) -> float:
     """Mean next-token loss (nats) of ids, the model seeing the windows
     generate_tokens would show it with this `keep`."""
@@ -233,6 +239,8 @@ def batched_greedy(prompts: list[list[int]], new_tokens: int) -> list:
     return out
 
 # %%
+#| label: tbl-batched
+#| tbl-cap: Greedy decoding of left-padded batches: tokens per second, all sequences together, against the batch size.
 lines = [line for line in text[:20000].split("\n") if len(line) > 8]
 batch_prompts = [tokenizer.encode(line[:8 + i % 17])
                  for i, line in enumerate(lines[:16])]

@@ -351,7 +351,7 @@ def generate_tokens(model: GPT, prompt_ids: list[int], new_tokens: int, *,
         model.train(was_training)
 
 
-# book/09_generation.py:1175
+# book/09_generation.py:1177
 def draw_from(probabilities: mx.array, key: mx.array) -> int:
     """One id drawn from a vector of probabilities."""
     return int(mx.random.categorical(mx.log(probabilities), key=key).item())
@@ -373,7 +373,7 @@ def accept_draft(target: list[mx.array], draft: list[mx.array],
     return kept + [draw_from(target[len(drafted)], key)]
 
 
-# book/09_generation.py:1252
+# book/09_generation.py:1254
 def advance(model: GPT, caches: list[KVCache], window: list[int]) -> mx.array:
     """Logits (T, vocab) of the ids of `window` past what `caches` hold,
     which join the caches."""
@@ -396,7 +396,7 @@ class SpeculationStats:
     accepted: int = 0
 
 
-# book/09_generation.py:1281
+# book/09_generation.py:1283
 def speculative_tokens(model: GPT, draft: GPT, prompt_ids: list[int],
                        new_tokens: int, *, sampler: Sampler = Sampler(),
                        draft_tokens: int = 4, seed: int = 0,

@@ -39,7 +39,7 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-# book/02_mlx.py:868
+# book/02_mlx.py:871
 def matmul_gflops(
     n: int = 1024, dtype: mx.Dtype = mx.float32, repeats: int = 5
 ) -> float:

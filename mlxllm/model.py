@@ -101,14 +101,14 @@ def scaled_dot_product_attention(
     return attention_weights(q, k, mask) @ v
 
 
-# book/05_attention.py:438
+# book/05_attention.py:439
 def causal_mask(length: int) -> mx.array:
     """(length, length) booleans: True where query i may see key j <= i."""
     positions = mx.arange(length)
     return positions[:, None] >= positions[None, :]
 
 
-# book/05_attention.py:582
+# book/05_attention.py:584
 class MultiHeadAttention(nn.Module):
     """Self-attention with `heads` heads of `dims // heads` dimensions each,
     named like `nn.MultiHeadAttention` so that weights can be swapped."""
