@@ -645,10 +645,13 @@ def generate(model: GPT, prompt: list[int], new_tokens: int,
 # step compiles on a CPU, the C++ compiler that `mx.compile` runs dies
 # of it and MLX raises a `RuntimeError`, which `__exit__` reports as the
 # interrupt it is. `Progress` is the status line: on a terminal it
-# redraws in place with an estimate of the time left.
+# redraws in place with an estimate of the time left. Both are terminal
+# plumbing rather than training, so the book does not print them; read
+# them in `mlxllm/terminal.py`.
 
 # %%
 #| export: terminal
+#| echo: false
 import os
 import signal
 import sys
@@ -1144,10 +1147,14 @@ except CheckpointError as error:
 # `.step-NNNNNNN.partial-PID` directory behind, which nothing reads;
 # `remove_stale_partials` deletes those whose process is gone
 # (`os.kill(pid, 0)` sends no signal, it only asks whether the process
-# exists). `mlxllm train` calls it when it starts.
+# exists). `mlxllm train` calls it when it starts. Neither teaches
+# anything about training, so their code is not printed here: it is in
+# `mlxllm/checkpoint.py`, and the listing below shows `prune_checkpoints`
+# at work.
 
 # %%
 #| export: checkpoint
+#| echo: false
 def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
     """Delete all but the newest `keep` checkpoints of a run, never the
     one `latest` names; return the deleted ones."""

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-# book/07_training.py:909
+# book/07_training.py:912
 if TYPE_CHECKING:
     from mlxllm.train import Trainer
 
@@ -74,7 +74,7 @@ def save_checkpoint(run_dir: Path, model: nn.Module,
     return final
 
 
-# book/07_training.py:966
+# book/07_training.py:969
 def latest_checkpoint(run_dir: Path) -> Path:
     """The directory `latest` names; CheckpointError if there is none."""
     pointer = Path(run_dir) / "latest"
@@ -122,7 +122,7 @@ def read_checkpoint(directory: Path,
     return record, arrays[0], arrays[1]
 
 
-# book/07_training.py:1034
+# book/07_training.py:1037
 def describe_difference(saved: object, current: object) -> str:
     """'n_layer: 4 there, 6 here' for each field two dicts disagree on."""
     if not (isinstance(saved, dict) and isinstance(current, dict)):
@@ -165,7 +165,7 @@ def resume(trainer: "Trainer", directory: Path | None = None) -> None:
     trainer.train_step = trainer.build_step()
 
 
-# book/07_training.py:1150
+# book/07_training.py:1156
 def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
     """Delete all but the newest `keep` checkpoints of a run, never the
     one `latest` names; return the deleted ones."""

@@ -20,7 +20,7 @@ from typing import TextIO
 __all__ = ["STOPPING_NOTICE", "DeferredInterrupt", "Progress"]
 
 
-# book/07_training.py:651
+# book/07_training.py:653
 STOPPING_NOTICE = ("Ctrl-C: stopping after the current step or "
                    "evaluation; press it again to stop at once")
 

@@ -437,7 +437,7 @@ class CharTokenizer(Tokenizer):
         return cls(chars, sections["specials"])
 
 
-# book/07_training.py:1020
+# book/07_training.py:1023
 def load_tokenizer(path: Path) -> Tokenizer:
     """A tokenizer file of either kind, by its first line."""
     first = Path(path).read_bytes().split(b"\n", 1)[0].decode(

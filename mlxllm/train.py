@@ -189,7 +189,7 @@ def evaluate(model: nn.Module, tokens: np.ndarray, context: int,
     return total / windows
 
 
-# book/07_training.py:727
+# book/07_training.py:730
 def step_seed(seed: int, step: int) -> int:
     """The seed of MLX's generator at a step (dropout draws from it).
     MLX cannot set its generator's state, so the loop re-seeds it each
@@ -197,7 +197,7 @@ def step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
-# book/07_training.py:746
+# book/07_training.py:749
 class TrainingDiverged(FloatingPointError):
     """A loss, gradient norm, weight or moment of the run is inf or NaN:
     the trainer stops without saving it."""
@@ -209,7 +209,7 @@ def all_finite(tree: object) -> bool:
                for _, value in tree_flatten(tree))
 
 
-# book/07_training.py:758
+# book/07_training.py:761
 class Trainer:
     """Runs a TrainConfig on a GPT: steps, evaluation in nats per
     character, logging, checkpoints and resuming."""
@@ -334,7 +334,7 @@ class Trainer:
         return saved
 
 
-# book/07_training.py:1490
+# book/07_training.py:1497
 PRESETS = ("baby", "small", "full")
 
 
