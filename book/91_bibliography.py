@@ -17,6 +17,12 @@
 # - **Brown et al., 2020.** Tom B. Brown et al. *Language Models are Few-Shot
 #   Learners.* Advances in Neural Information Processing Systems 33 (NeurIPS 2020).
 #   arXiv:2005.14165.
+# - **Burrows & Wheeler, 1994.** Michael Burrows and David J. Wheeler. *A
+#   Block-sorting Lossless Data Compression Algorithm.* Digital Systems Research
+#   Center, Research Report 124, 1994. The transform inside bzip2.
+# - **Chen & Goodman, 1998.** Stanley F. Chen and Joshua Goodman. *An Empirical
+#   Study of Smoothing Techniques for Language Modeling.* Technical Report TR-10-98,
+#   Harvard University, 1998.
 # - **Chen et al., 2016.** Tianqi Chen, Bing Xu, Chiyuan Zhang and Carlos Guestrin.
 #   *Training Deep Nets with Sublinear Memory Cost.* arXiv:1604.06174, 2016.
 # - **Chen et al., 2023.** Shouyuan Chen, Sherman Wong, Liangjian Chen and Yuandong
@@ -25,6 +31,8 @@
 # - **Dao et al., 2022.** Tri Dao, Daniel Y. Fu, Stefano Ermon, Atri Rudra and
 #   Christopher Ré. *FlashAttention: Fast and Memory-Efficient Exact Attention with
 #   IO-Awareness.* NeurIPS 2022. arXiv:2205.14135.
+# - **Deutsch, 1996.** L. Peter Deutsch. *DEFLATE Compressed Data Format
+#   Specification version 1.3.* RFC 1951, 1996. The format zlib writes.
 # - **Fan et al., 2018.** Angela Fan, Mike Lewis and Yann Dauphin. *Hierarchical
 #   Neural Story Generation.* ACL 2018. arXiv:1805.04833.
 # - **Gage, 1994.** Philip Gage. *A New Algorithm for Data Compression.* The C Users
@@ -56,6 +64,9 @@
 # - **Kingma & Ba, 2015.** Diederik P. Kingma and Jimmy Ba. *Adam: A Method for
 #   Stochastic Optimization.* International Conference on Learning Representations
 #   (ICLR 2015). arXiv:1412.6980.
+# - **Kneser & Ney, 1995.** Reinhard Kneser and Hermann Ney. *Improved
+#   Backing-off for M-gram Language Modeling.* IEEE International Conference on
+#   Acoustics, Speech and Signal Processing (ICASSP 1995), 181–184.
 # - **Korthikanti et al., 2022.** Vijay Korthikanti, Jared Casper, Sangkug Lym,
 #   Lawrence McAfee, Michael Andersch, Mohammad Shoeybi and Bryan Catanzaro. *Reducing
 #   Activation Recomputation in Large Transformer Models.* arXiv:2205.05198, 2022
@@ -117,6 +128,9 @@
 #   Uszkoreit, Llion Jones, Aidan N. Gomez, Łukasz Kaiser and Illia Polosukhin.
 #   *Attention Is All You Need.* Advances in Neural Information Processing Systems 30
 #   (NeurIPS 2017). arXiv:1706.03762.
+# - **Witten & Bell, 1991.** Ian H. Witten and Timothy C. Bell. *The Zero-Frequency
+#   Problem: Estimating the Probabilities of Novel Events in Adaptive Text
+#   Compression.* IEEE Transactions on Information Theory 37(4), 1991, 1085–1094.
 # - **Xiong et al., 2020.** Ruibin Xiong et al. *On Layer Normalization in the
 #   Transformer Architecture.* ICML 2020. arXiv:2002.04745.
 # - **Zhang & Sennrich, 2019.** Biao Zhang and Rico Sennrich. *Root Mean Square Layer

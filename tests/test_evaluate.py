@@ -1,0 +1,154 @@
+"""mlxllm.evaluate: n-gram distributions, smoothing checked by hand, compressors."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from mlxllm.evaluate import (
+    NGramCounts,
+    NGramModel,
+    baselines,
+    char_ids,
+    compressor_bits_per_char,
+)
+
+TOY = "aabab"
+SENTENCE = "the cat sat on the mat; the dog sat on the log."
+
+
+def prob(model: NGramModel, context: str, char: str) -> float:
+    return float(model.distribution(context)[model.vocab.index(char)])
+
+
+def toy_model(smoothing: str, order: int, k: float = 1.0) -> NGramModel:
+    return NGramModel(NGramCounts(TOY, order), order, smoothing, k)
+
+
+@pytest.mark.parametrize("smoothing", ["add_k", "witten_bell", "kneser_ney"])
+def test_every_distribution_sums_to_one(smoothing: str) -> None:
+    counts = NGramCounts(SENTENCE, 4)
+    seen = {SENTENCE[i:i + n] for n in range(4) for i in range(len(SENTENCE) - n + 1)}
+    for order in range(1, 5):
+        model = NGramModel(counts, order, smoothing, k=0.5)
+        for context in seen | {"ggg", "gg.", "."}:  # "ggg" never occurs
+            probs = model.distribution(context)
+            assert probs.shape == (len(counts.vocab),)
+            assert (probs > 0).all()
+            assert abs(probs.sum() - 1) < 1e-12, (order, context)
+
+
+def test_kneser_ney_by_hand() -> None:
+    # "aabab": bigrams aa 1, ab 2, ba 1, so D2 = n1 / (n1 + 2 n2) = 2 / (2 + 2) = 1/2.
+    # Continuation counts of unigrams (distinct characters before): a after a and b -> 2,
+    # b after a -> 1; total 3, two types; D1 = 1 / (1 + 2 * 1) = 1/3.
+    # p1(a) = (2 - 1/3 + 1/3 * 2 * 1/2) / 3 = 2/3 and p1(b) = 1/3.
+    # p(a | b) = (max(1 - 1/2, 0) + 1/2 * 1 * 2/3) / 1 = 5/6.
+    # p(b | a) = (2 - 1/2 + 1/2 * 2 * 1/3) / 3 = 11/18; p(a | a) = (1/2 + 2/3) / 3 = 7/18.
+    model = toy_model("kneser_ney", 2)
+    assert prob(model, "b", "a") == pytest.approx(5 / 6, abs=1e-12)
+    assert prob(model, "b", "b") == pytest.approx(1 / 6, abs=1e-12)
+    assert prob(model, "a", "b") == pytest.approx(11 / 18, abs=1e-12)
+    assert prob(model, "a", "a") == pytest.approx(7 / 18, abs=1e-12)
+
+
+def test_kneser_ney_uses_continuation_counts_below_the_top() -> None:
+    # Order 3 on "aabab": trigrams aab, aba, bab, each once: D3 = 1 / (1 + 0) = 1.
+    # The middle order counts bigrams by distinct predecessors: ab (after a, b) 2, ba 1,
+    # aa 0 (it starts the text); D = 1 / (1 + 2) = 1/3. Lowest order as in the bigram test.
+    # p2(b | a) = (2 - 1/3 + 1/3 * 1 * 1/3) / 2 = 8/9; context aa: c = 1, T = 1, so
+    # p(b | aa) = (max(1 - 1, 0) + 1 * 1 * 8/9) / 1 = 8/9 (raw middle counts give 11/18).
+    model = toy_model("kneser_ney", 3)
+    assert prob(model, "aa", "b") == pytest.approx(8 / 9, abs=1e-12)
+    assert prob(model, "aa", "a") == pytest.approx(1 / 9, abs=1e-12)
+
+
+def test_kneser_ney_discount_without_singletons() -> None:
+    # Unigram counts a 3, b 2: no count of 1, so D falls back to 1/2.
+    # p(a) = (3 - 1/2 + 1/2 * 2 * 1/2) / 5 = 3/5.
+    assert prob(toy_model("kneser_ney", 1), "", "a") == pytest.approx(3 / 5, abs=1e-12)
+
+
+def test_witten_bell_by_hand() -> None:
+    # Unigrams a 3, b 2 (total 5, two types), over uniform 1/2:
+    # p1(a) = (3 + 2 * 1/2) / (5 + 2) = 4/7, p1(b) = 3/7.
+    # Context b: c = 1 (ba), T = 1: p(a | b) = (1 + 1 * 4/7) / (1 + 1) = 11/14.
+    # Context a: c = 3 (aa, ab, ab), T = 2: p(b | a) = (2 + 2 * 3/7) / (3 + 2) = 4/7.
+    model = toy_model("witten_bell", 2)
+    assert prob(model, "", "a") == pytest.approx(4 / 7, abs=1e-12)
+    assert prob(model, "b", "a") == pytest.approx(11 / 14, abs=1e-12)
+    assert prob(model, "a", "b") == pytest.approx(4 / 7, abs=1e-12)
+    assert prob(model, "a", "a") == pytest.approx(3 / 7, abs=1e-12)
+
+
+def test_add_k_bigram_by_hand() -> None:
+    # (c(vw) + k) / (c(v) + k V) with V = 2: p(b | a) = (2 + 1) / (3 + 2) = 3/5,
+    # p(a | b) = (1 + 1) / (1 + 2) = 2/3; with k = 1/2, p(b | a) = 2.5 / 4 = 5/8.
+    assert prob(toy_model("add_k", 2), "a", "b") == pytest.approx(3 / 5, abs=1e-12)
+    assert prob(toy_model("add_k", 2), "b", "a") == pytest.approx(2 / 3, abs=1e-12)
+    assert prob(toy_model("add_k", 2, k=0.5), "a", "b") == pytest.approx(5 / 8, abs=1e-12)
+    # "ab": the first character has no context, so order 1: (3 + 1) / (5 + 2) = 4/7.
+    expected = -(math.log(4 / 7) + math.log(3 / 5)) / 2
+    assert toy_model("add_k", 2).nats_per_char("ab") == pytest.approx(expected, abs=1e-12)
+
+
+def test_add_k_with_zero_k_is_the_frequencies() -> None:
+    model = toy_model("add_k", 1, k=0.0)
+    assert model.distribution("anything ab") == pytest.approx([3 / 5, 2 / 5], abs=1e-12)
+
+
+@pytest.mark.parametrize("smoothing", ["add_k", "witten_bell", "kneser_ney"])
+def test_batched_scoring_matches_one_context_at_a_time(smoothing: str) -> None:
+    model = NGramModel(NGramCounts(SENTENCE, 5), 5, smoothing)
+    text = "the log sat on the cat."
+    ids = char_ids(text, model.vocab)
+    one_by_one = -np.mean([np.log(model.distribution(text[:i])[ids[i]])
+                           for i in range(len(text))])
+    assert model.nats_per_char(text) == pytest.approx(one_by_one, abs=1e-12)
+
+
+def test_an_unseen_character_is_refused_by_name() -> None:
+    model = NGramModel(NGramCounts(SENTENCE, 3), 3, "kneser_ney")
+    with pytest.raises(ValueError, match=r"'é' \(U\+00E9, first at position 4\) never occurs"):
+        model.nats_per_char("the é")
+    with pytest.raises(ValueError, match="'Z'"):
+        model.distribution("oZ")  # only the last two characters are read
+
+
+def test_counts_refuse_orders_beyond_64_bit_codes_and_too_short_texts() -> None:
+    wide = "".join(chr(0x100 + i) for i in range(100))
+    with pytest.raises(ValueError, match="64-bit"):
+        NGramCounts(wide * 2, 10)
+    with pytest.raises(ValueError, match="fit on more text"):
+        NGramCounts("abc", 3)
+    with pytest.raises(ValueError, match="an order from 1 to 3"):
+        NGramModel(NGramCounts(SENTENCE, 3), 4, "kneser_ney")
+
+
+def test_compressors_spend_fewer_bits_on_repetitive_text() -> None:
+    rng = random.Random(0)
+    noise = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(20_000))
+    repeated = "to be or not to be, " * 1_000
+    random_bits = compressor_bits_per_char(noise[:10_000], noise[10_000:])
+    repeated_bits = compressor_bits_per_char(repeated[:10_000], repeated[10_000:])
+    assert set(random_bits) == set(repeated_bits) == {"zlib", "bz2", "lzma"}
+    for name in random_bits:  # 27 equally likely letters need log2(27) = 4.75 bits
+        assert repeated_bits[name] < 0.5 and random_bits[name] > 4, name
+
+
+def test_baselines_on_a_markov_text() -> None:
+    rng = random.Random(1)
+    follow = {c: rng.sample("abcdefgh ", 3) for c in "abcdefgh "}
+    chars = ["a"]
+    for _ in range(30_000):
+        chars.append(rng.choice(follow[chars[-1]]))
+    text = "".join(chars)
+    scores = baselines(text[:27_000], text[27_000:], max_order=4)
+    assert set(scores) == {"uniform", "unigram", "bigram", "witten_bell", "kneser_ney",
+                           "zlib", "bz2", "lzma"}
+    assert scores["uniform"] == pytest.approx(math.log(9))
+    assert scores["bigram"] < scores["unigram"] < scores["uniform"]
+    assert scores["bigram"] == pytest.approx(math.log(3), abs=0.02)  # three followers each
