@@ -20,6 +20,17 @@
 # - **Burrows & Wheeler, 1994.** Michael Burrows and David J. Wheeler. *A
 #   Block-sorting Lossless Data Compression Algorithm.* Digital Systems Research
 #   Center, Research Report 124, 1994. The transform inside bzip2.
+# - **Carlini et al., 2021.** Nicholas Carlini, Florian Tramèr, Eric Wallace, Matthew
+#   Jagielski, Ariel Herbert-Voss, Katherine Lee, Adam Roberts, Tom Brown, Dawn Song,
+#   Úlfar Erlingsson, Alina Oprea and Colin Raffel. *Extracting Training Data from
+#   Large Language Models.* 30th USENIX Security Symposium, 2021. arXiv:2012.07805.
+# - **Carlini et al., 2023.** Nicholas Carlini, Daphne Ippolito, Matthew Jagielski,
+#   Katherine Lee, Florian Tramèr and Chiyuan Zhang. *Quantifying Memorization Across
+#   Neural Language Models.* International Conference on Learning Representations
+#   (ICLR 2023). arXiv:2202.07646.
+# - **Chang & Lawler, 1994.** William I. Chang and Eugene L. Lawler. *Sublinear
+#   Approximate String Matching and Biological Applications.* Algorithmica 12, 1994.
+#   Where matching statistics are defined.
 # - **Chen & Goodman, 1998.** Stanley F. Chen and Joshua Goodman. *An Empirical
 #   Study of Smoothing Techniques for Language Modeling.* Technical Report TR-10-98,
 #   Harvard University, 1998.
@@ -33,6 +44,8 @@
 #   IO-Awareness.* NeurIPS 2022. arXiv:2205.14135.
 # - **Deutsch, 1996.** L. Peter Deutsch. *DEFLATE Compressed Data Format
 #   Specification version 1.3.* RFC 1951, 1996. The format zlib writes.
+# - **Efron, 1979.** Bradley Efron. *Bootstrap Methods: Another Look at the
+#   Jackknife.* The Annals of Statistics 7(1), 1979.
 # - **Fan et al., 2018.** Angela Fan, Mike Lewis and Yann Dauphin. *Hierarchical
 #   Neural Story Generation.* ACL 2018. arXiv:1805.04833.
 # - **Gage, 1994.** Philip Gage. *A New Algorithm for Data Compression.* The C Users
@@ -43,6 +56,9 @@
 # - **Hannun et al., 2023.** Awni Hannun, Jagrit Digani, Angelos Katharopoulos and
 #   Ronan Collobert. *MLX: Efficient and flexible machine learning on Apple silicon.*
 #   Software, 2023. <https://github.com/ml-explore/mlx>
+# - **Hoffmann et al., 2022.** Jordan Hoffmann et al. *Training Compute-Optimal Large
+#   Language Models.* Advances in Neural Information Processing Systems 35 (NeurIPS
+#   2022). arXiv:2203.15556.
 # - **Holtzman et al., 2020.** Ari Holtzman, Jan Buys, Li Du, Maxwell Forbes and
 #   Yejin Choi. *The Curious Case of Neural Text Degeneration.* International
 #   Conference on Learning Representations (ICLR 2020). arXiv:1904.09751.
@@ -76,6 +92,11 @@
 # - **Kudo & Richardson, 2018.** Taku Kudo and John Richardson. *SentencePiece: A
 #   simple and language independent subword tokenizer and detokenizer for Neural Text
 #   Processing.* EMNLP 2018 (system demonstrations). arXiv:1808.06226.
+# - **Lee et al., 2022.** Katherine Lee, Daphne Ippolito, Andrew Nystrom, Chiyuan
+#   Zhang, Douglas Eck, Chris Callison-Burch and Nicholas Carlini. *Deduplicating
+#   Training Data Makes Language Models Better.* Proceedings of the 60th Annual
+#   Meeting of the Association for Computational Linguistics (ACL 2022).
+#   arXiv:2107.06499.
 # - **Leviathan et al., 2023.** Yaniv Leviathan, Matan Kalman and Yossi Matias. *Fast
 #   Inference from Transformers via Speculative Decoding.* International Conference on
 #   Machine Learning (ICML 2023). arXiv:2211.17192.
@@ -85,9 +106,17 @@
 # - **Loshchilov & Hutter, 2019.** Ilya Loshchilov and Frank Hutter. *Decoupled
 #   Weight Decay Regularization.* International Conference on Learning
 #   Representations (ICLR 2019). arXiv:1711.05101.
+# - **McCoy et al., 2023.** R. Thomas McCoy, Paul Smolensky, Tal Linzen, Jianfeng Gao
+#   and Asli Celikyilmaz. *How Much Do Language Models Copy From Their Training Data?
+#   Evaluating Linguistic Novelty in Text Generation Using RAVEN.* Transactions of
+#   the Association for Computational Linguistics 11, 2023. arXiv:2111.09509.
 # - **Micikevicius et al., 2018.** Paulius Micikevicius et al. *Mixed Precision
 #   Training.* International Conference on Learning Representations (ICLR 2018).
 #   arXiv:1710.03740.
+# - **Muennighoff et al., 2023.** Niklas Muennighoff, Alexander M. Rush, Boaz Barak,
+#   Teven Le Scao, Aleksandra Piktus, Nouamane Tazi, Sampo Pyysalo, Thomas Wolf and
+#   Colin Raffel. *Scaling Data-Constrained Language Models.* Advances in Neural
+#   Information Processing Systems 36 (NeurIPS 2023). arXiv:2305.16264.
 # - **Nguyen et al., 2024.** Minh Nguyen, Andrew Baker, Clement Neo, Allen Roush,
 #   Andreas Kirsch and Ravid Shwartz-Ziv. *Turning Up the Heat: Min-p Sampling for
 #   Creative and Coherent LLM Outputs.* arXiv:2407.01082, 2024 (ICLR 2025).
@@ -119,6 +148,8 @@
 # - **Sennrich et al., 2016.** Rico Sennrich, Barry Haddow and Alexandra Birch.
 #   *Neural Machine Translation of Rare Words with Subword Units.* ACL 2016.
 #   arXiv:1508.07909.
+# - **Shannon, 1948.** Claude E. Shannon. *A Mathematical Theory of Communication.*
+#   Bell System Technical Journal 27, 1948.
 # - **Shazeer, 2020.** Noam Shazeer. *GLU Variants Improve Transformer.*
 #   arXiv:2002.05202, 2020.
 # - **Su et al., 2021.** Jianlin Su, Yu Lu, Shengfeng Pan, Ahmed Murtadha, Bo Wen and
@@ -128,6 +159,8 @@
 #   Uszkoreit, Llion Jones, Aidan N. Gomez, Łukasz Kaiser and Illia Polosukhin.
 #   *Attention Is All You Need.* Advances in Neural Information Processing Systems 30
 #   (NeurIPS 2017). arXiv:1706.03762.
+# - **Witten et al., 1987.** Ian H. Witten, Radford M. Neal and John G. Cleary.
+#   *Arithmetic Coding for Data Compression.* Communications of the ACM 30(6), 1987.
 # - **Witten & Bell, 1991.** Ian H. Witten and Timothy C. Bell. *The Zero-Frequency
 #   Problem: Estimating the Probabilities of Novel Events in Adaptive Text
 #   Compression.* IEEE Transactions on Information Theory 37(4), 1991, 1085–1094.

@@ -1,4 +1,4 @@
-"""The `mlxllm` command line (hand-written): `train`, `generate` and `doctor`."""
+"""The `mlxllm` command line (hand-written): `train`, `generate`, `eval` and `doctor`."""
 
 from __future__ import annotations
 
@@ -700,6 +700,62 @@ def speed_line(tokens: int, seconds: float, stats: SpeculationStats) -> str:
     return line
 
 
+# --- mlxllm eval -------------------------------------------------------------------------------
+
+def read_text_file(path: Path) -> str:
+    """The UTF-8 text of a file the user named with --text."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CommandError(f"--text {path} does not exist") from None
+    except IsADirectoryError:
+        raise CommandError(f"--text {path} is a directory; give a text file") from None
+    except UnicodeDecodeError as error:
+        raise CommandError(f"--text {path} is not UTF-8 text ({error.reason} at byte "
+                           f"{error.start})") from None
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    """Score a checkpoint on a text (default: the corpus's validation split) in nats and bits
+    per character with a 95% interval, beside the baselines fitted on the training split."""
+    from mlxllm.evaluate import baselines, score_text
+
+    model, tokenizer = load_model(args.checkpoint)
+    train_text, val_text = split_train_val(load_corpus())
+    text, name = val_text, "the validation split of Tiny Shakespeare"
+    if args.text is not None:
+        text, name = read_text_file(args.text), str(args.text)
+    began = time.perf_counter()
+    try:
+        estimate = score_text(model, tokenizer, text, seed=args.seed)
+    except ValueError as error:
+        hint = ("; a character model reads only the characters of the text it was trained on"
+                if isinstance(tokenizer, CharTokenizer) and "vocabulary" in str(error) else "")
+        raise CommandError(f"{name}: {error}{hint}") from None
+    seconds = time.perf_counter() - began
+    per_token = estimate.nats_per_char * estimate.chars / estimate.tokens
+    print(f"text      {name} ({len(text):,} characters)")
+    print(f"scored    {estimate.chars:,} characters, {estimate.tokens:,} tokens, in whole "
+          f"windows of {model.config.context} tokens")
+    print(f"loss      {estimate.nats_per_char:.4f} nats/char (95% interval "
+          f"{estimate.low:.4f} to {estimate.high:.4f}), {estimate.bits_per_char:.4f} bits/char")
+    print(f"          perplexity {math.exp(per_token):.2f} per token, "
+          f"{estimate.chars / estimate.tokens:.2f} characters per token; {seconds:.1f} s")
+    if args.max_order == 0:
+        return 0
+    try:
+        scores = baselines(train_text, text, args.max_order)
+    except ValueError as error:
+        print(f"baselines skipped: {error}")
+        return 0
+    print(f"baselines, fitted on the training split (nats/char, n-grams to order "
+          f"{args.max_order}):")
+    rows = {**scores, "(this model)": estimate.nats_per_char}
+    for baseline, value in sorted(rows.items(), key=lambda item: -item[1]):
+        print(f"  {baseline:<14}{value:.4f}")
+    return 0
+
+
 # --- mlxllm doctor -----------------------------------------------------------------------------
 
 def corpus_check() -> tuple[str, bool]:
@@ -876,6 +932,25 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
     command.set_defaults(run=generate_command)
 
 
+def add_eval_command(commands: argparse._SubParsersAction) -> None:
+    """`mlxllm eval` and its options."""
+    command = commands.add_parser(
+        "eval", allow_abbrev=False, help="score a trained model on a text",
+        description="Score the model of a checkpoint on a text in nats and bits per character, "
+        "with a 95%% bootstrap interval over its windows, beside the baselines of chapter 10 "
+        "fitted on the training split.")
+    command.add_argument("--checkpoint", type=Path, required=True, metavar="DIR",
+                         help="a run directory (its latest checkpoint) or one step-* directory")
+    command.add_argument("--text", type=Path, metavar="FILE",
+                         help="a UTF-8 text file to score (default: the validation split)")
+    command.add_argument("--max-order", type=bounded(int, 0, 12), default=7, metavar="N",
+                         help="longest n-gram among the baselines, 1 to 12; 0 skips the "
+                         "baselines (default 7)")
+    command.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0,
+                         help="seed of the bootstrap's draws (default 0)")
+    command.set_defaults(run=eval_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlxllm", description="The library of 'Build a Large Language Model from "
@@ -883,6 +958,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_train_command(commands)
     add_generate_command(commands)
+    add_eval_command(commands)
     check = commands.add_parser("doctor", help="check this machine's MLX set-up")
     check.add_argument("--size", type=bounded(int, 1, 8192), default=1024,
                        help="matrix size n of the timed n×n product, 1 to 8192 (default 1024)")

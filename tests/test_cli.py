@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import select
@@ -19,8 +20,15 @@ from pathlib import Path
 import pytest
 
 from mlxllm.checkpoint import latest_checkpoint
-from mlxllm.cli import (RUN_CONFIG, build_parser, field_help, flag_settings, load_model, main,
-                        settable_fields)
+from mlxllm.cli import (
+    RUN_CONFIG,
+    build_parser,
+    field_help,
+    flag_settings,
+    load_model,
+    main,
+    settable_fields,
+)
 from mlxllm.model import GPTConfig
 from mlxllm.tokenizer import CharTokenizer
 from tests.conftest import ROOT
@@ -375,3 +383,36 @@ def test_a_model_loaded_for_generation_has_its_dropout_off(mlxllm: Callable[...,
     greedy = ("generate", "--checkpoint", "runs/baby", "--tokens", "40", "--temperature", "0")
     first, second = mlxllm(*greedy, "--seed", "1"), mlxllm(*greedy, "--seed", "2")
     assert first.code == second.code == 0 and first.out == second.out
+
+
+def test_eval_scores_a_run_beside_the_baselines(mlxllm: Callable[..., Outcome],
+                                                tmp_path: Path) -> None:
+    tiny_run(mlxllm)
+    (tmp_path / "speech.txt").write_text("ROMEO:\nBut soft, what light through yonder "
+                                        "window breaks?\n" * 4)
+    scored = mlxllm("eval", "--checkpoint", "runs/baby", "--text", "speech.txt",
+                    "--max-order", "3")
+    assert scored.code == 0, scored.err
+    loss = re.search(r"loss +([\d.]+) nats/char \(95% interval ([\d.]+) to ([\d.]+)\), "
+                     r"([\d.]+) bits/char", scored.out)
+    nats, low, high, bits = map(float, loss.groups())
+    assert low <= nats <= high and abs(bits - nats / math.log(2)) < 1e-3
+    for baseline in ("uniform", "unigram", "bigram", "witten_bell", "kneser_ney", "zlib",
+                     "(this model)"):
+        assert re.search(rf"^  {re.escape(baseline)} +[\d.]+$", scored.out, re.M), baseline
+    alone = mlxllm("eval", "--checkpoint", "runs/baby", "--text", "speech.txt",
+                   "--max-order", "0")
+    assert alone.code == 0 and "baselines" not in alone.out and loss.group(0) in alone.out
+
+
+def test_eval_refuses_a_text_it_cannot_score(mlxllm: Callable[..., Outcome],
+                                             tmp_path: Path) -> None:
+    tiny_run(mlxllm)
+    evaluate = ("eval", "--checkpoint", "runs/baby", "--max-order", "0", "--text")
+    (tmp_path / "accents.txt").write_text("Café au lait, " * 20)
+    assert_error(mlxllm(*evaluate, "accents.txt"), "accents.txt", "'é'", "not in the vocabulary")
+    (tmp_path / "short.txt").write_text("ROMEO:")
+    assert_error(mlxllm(*evaluate, "short.txt"), "short.txt", "too few to score")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    assert_error(mlxllm(*evaluate, "latin1.txt"), "not UTF-8")
+    assert_error(mlxllm(*evaluate, "missing.txt"), "missing.txt does not exist")

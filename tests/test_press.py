@@ -12,7 +12,7 @@ import pytest
 from pypdf import PdfReader
 
 from mlxllm.press.__main__ import _chapters, build_pdf
-from mlxllm.press.execute import ChapterRunError, execute
+from mlxllm.press.execute import ChapterRunError, dependencies, execute
 from mlxllm.press.export import export, stale_modules
 from mlxllm.press.pdf import write_pdf
 from mlxllm.press.read import ChapterFormatError, read_book, read_chapter
@@ -404,3 +404,17 @@ def test_run_takes_chapters_by_number_stem_or_file_and_adds_what_they_read() -> 
     assert len(_chapters([], BOOK)) == len(read_book(BOOK))
     with pytest.raises(SystemExit, match="no chapter '77' in the book"):
         _chapters(["77"], BOOK)
+
+
+def test_a_chapter_depends_on_the_chapters_whose_artifacts_it_reads(tmp_path: Path) -> None:
+    path = write_chapter(tmp_path, "03_reader.py", """
+        # %% [markdown]
+        # # Reader
+
+        # %%
+        a = artifact_path("01_writer/model.txt")
+        b = artifact_path(f"02_other/{a.name}")
+        c = artifact_path( 'nothing/here.txt')
+    """)
+    stems = {"01_writer", "02_other", "03_reader"}
+    assert dependencies(read_chapter(path), stems) == {"01_writer", "02_other"}

@@ -29,7 +29,8 @@ PACKAGE = Path(__file__).resolve().parents[1]
 PRESS_FILES = ("kernel.py", "notebook.py", "read.py", "book.mplstyle")
 IMPORT = re.compile(r"(?:from|import)\s+mlxllm\.(\w+)|from\s+mlxllm\s+import\s+([\w, ]+)")
 RELATIVE_IMPORT = re.compile(r"from\s+\.(\w+)\s+import|from\s+\.\s+import\s+([\w, ]+)")
-ARTIFACT = re.compile(r"artifact_path\(\s*[\"'](\d\d_[a-z0-9_]+)/")
+# the chapter stem that starts an artifact_path argument, in a plain or an f-string
+ARTIFACT = re.compile(r"artifact_path\(\s*[fFrR]{0,2}[\"'](\d\d_[a-z0-9_]+)/")
 
 
 class ChapterRunError(RuntimeError):

@@ -1,0 +1,303 @@
+# %% [markdown]
+# # The book's Shakespeare model
+#
+# The baselines give the numbers to beat. This section trains the model
+# that has to beat them: the `small` preset of chapter 7's `preset()`,
+# the largest run this book's build affords on its 2-core CPU, and the
+# model that the rest of the book fine-tunes and ships. It is chapter 7's
+# GPT, wider, with twice the context and five times the training text.
+
+# %%
+import json
+import os
+import time
+
+import mlxllm  # noqa: F401  (before mlx.core: loads OpenBLAS on Linux)
+import matplotlib.pyplot as plt
+import mlx.core as mx
+import numpy as np
+
+from mlxllm.book import Table, artifact_path, pick
+from mlxllm.checkpoint import latest_checkpoint, read_checkpoint, resume
+from mlxllm.data import encode_splits, load_corpus, split_train_val
+from mlxllm.hardware import median_seconds
+from mlxllm.model import GPT, GPTConfig, count_parameters
+from mlxllm.model import train_flops_per_token
+from mlxllm.tokenizer import CharTokenizer
+from mlxllm.train import Trainer, TrainConfig, make_optimizer, make_step
+from mlxllm.train import preset
+
+text = load_corpus()
+train_text, val_text = split_train_val(text)
+tokenizer = CharTokenizer.train(text)
+train_ids, all_val_ids = encode_splits(tokenizer, text,
+                                       artifact_path("10_evaluation_02/tokens"))
+val_ids = all_val_ids[:pick(smoke=4096, book=len(all_val_ids))]
+model_config, book_config = preset("small", tokenizer.vocab_size)
+print(f"{model_config.n_layer} layers x {model_config.n_head} heads x "
+      f"{model_config.n_embd} dims, context {model_config.context}, "
+      f"dropout {model_config.dropout}")
+print(f"{book_config.steps:,} steps of {book_config.batch_size} windows, "
+      f"peak learning rate {book_config.learning_rate}")
+
+# %% [markdown]
+# That is {{ count_parameters(model_config) / 1e6:.2f }} million parameters,
+# {{ count_parameters(model_config) / baby_parameters:.1f }} times the
+# baby's, and {{ book_tokens / 1e6:.1f }} million training tokens, about
+# {{ book_tokens / len(train_ids):.1f }} passes over the training text.
+#
+# ## Choosing a size for a quarter of an hour
+#
+# A budget of time is a budget of arithmetic: chapter 6's count gives the
+# FLOPs of a training token, and a timed step gives the rate this machine
+# sustains for each shape. @tbl-sizes times one compiled training step of
+# four shapes and says how many tokens a quarter of an hour buys each.
+
+# %%
+#| label: tbl-sizes
+#| tbl-cap: One compiled training step of four shapes on this CPU (median of a few), and what 15 minutes of such steps would train. Batch 16, context 128 (the baby shape at its own context 64, batch 12).
+def time_step(config: GPTConfig, batch_size: int, repeats: int) -> float:
+    """Median seconds of one compiled training step of a fresh model."""
+    model = GPT(config)
+    run = TrainConfig(batch_size=batch_size)
+    step = make_step(model, make_optimizer(run), run)
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, config.vocab_size, (batch_size, config.context))
+    inputs = mx.array(batch.astype(np.int32))
+
+    def one_step() -> tuple:
+        return step(inputs, inputs), model.parameters()
+
+    return median_seconds(one_step, repeats)
+
+
+budget_seconds = 15 * 60
+vocab = tokenizer.vocab_size
+shapes = {"baby": (GPTConfig.baby(vocab), 12)}
+for layers, width in ((4, 128), (4, 192), (6, 192), (4, 256)):
+    shapes[f"{layers} x {width}"] = (
+        GPTConfig(vocab, context=128, n_layer=layers, n_head=4,
+                  n_embd=width), 16)
+size_rows = []
+for name, (config, batch) in shapes.items():
+    seconds = time_step(config, batch, repeats=pick(smoke=2, book=5))
+    tokens = budget_seconds / seconds * batch * config.context
+    size_rows.append((name, count_parameters(config) / 1e6,
+                      1000 * seconds,
+                      train_flops_per_token(config) * batch * config.context
+                      / seconds / 1e9,
+                      tokens / 1e6, tokens / count_parameters(config)))
+baby_parameters = count_parameters(GPTConfig.baby(vocab))
+Table(size_rows, ["shape", "M params", "ms/step", "GFLOP/s",
+                  "M tokens in 15 min", "tokens/param"], digits=1)
+
+# %% [markdown]
+# Two things pull against each other. Wider matrices keep the CPU busier
+# (the GFLOP/s column climbs from the baby's shape), so a bigger model is
+# not proportionally slower. But a bigger model gets fewer tokens per
+# parameter, and Hoffmann et al. (2022) found that for a fixed budget of
+# compute the best loss comes from about 20 training tokens per
+# parameter. At that ratio this budget would train a model near the
+# baby's size for more than ten passes over Shakespeare, and repeated
+# text is worth less than new text: Muennighoff et al. (2023) measured
+# that up to about four passes cost little, and that more cost more and
+# more. So the `small` preset takes the middle row, 4 × 192, at about
+# {{ small_row[5]:.0f }} tokens per parameter and five passes, with a
+# little dropout against the repeats. It is a judgement from one timing
+# table and two papers, not a search: a search would cost a quarter of an
+# hour per point.
+#
+# ## The run
+#
+# The run lives in a run directory among the book's artifacts, like
+# chapter 7's, and the rest of the book reads its last checkpoint. If a
+# build is stopped in the middle, the next one resumes it from the last
+# checkpoint instead of starting again, and a build that finds the run
+# finished trains nothing: `resume` first checks that the checkpoint
+# belongs to this model, this schedule and this tokenizer.
+
+# %%
+run_config = TrainConfig(**{
+    **vars(book_config),
+    "steps": pick(smoke=20, book=book_config.steps),
+    "warmup_steps": pick(smoke=4, book=book_config.warmup_steps),
+    "eval_every": pick(smoke=10, book=book_config.eval_every)})
+book_tokens = (book_config.steps * book_config.batch_size
+               * model_config.context)
+small_row = next(row for row in size_rows if row[0] == "4 x 192")
+tokenizer_file = artifact_path("10_evaluation_02/small/tokenizer.txt")
+run_dir = tokenizer_file.parent
+tokenizer.save(tokenizer_file)
+clock_file = run_dir / "clock.json"  # seconds and load at each evaluation
+mx.random.seed(run_config.seed)
+trainer = Trainer(GPT(model_config), run_config, train_ids, val_ids,
+                  len(val_text) / len(all_val_ids), tokenizer.fingerprint(),
+                  run_dir=run_dir, keep=2)
+clock = {"step": [], "seconds": [], "load": []}
+if (run_dir / "latest").exists():
+    resume(trainer)
+    clock = json.loads(clock_file.read_text())
+    kept = sum(step <= trainer.step for step in clock["step"])
+    clock = {name: values[:kept] for name, values in clock.items()}
+    print(f"resumed at step {trainer.step}")
+while trainer.step < run_config.steps:
+    started = time.perf_counter()
+    trainer.run(until=trainer.step + run_config.eval_every)
+    clock["step"].append(trainer.step)
+    clock["seconds"].append((clock["seconds"] or [0.0])[-1]
+                            + time.perf_counter() - started)
+    clock["load"].append(os.getloadavg()[0])  # other work on the machine
+    clock_file.write_text(json.dumps(clock))
+history = trainer.history
+baby_record, _, _ = read_checkpoint(
+    latest_checkpoint(artifact_path("07_training/baby-char/tokenizer.txt")
+                      .parent), optimizer=False)
+baby_val = baby_record["history"]["val_loss"][-1]
+small_val = history["val_loss"][-1]
+small_minutes = clock["seconds"][-1] / 60
+
+# %% [markdown]
+# The log above has one line per evaluation, each on the whole
+# validation split. (A build that found the run finished printed only
+# the line that says where it resumed.) The run ends at
+# {{ small_val:.3f }} nats per character, against {{ baby_val:.3f }} for
+# chapter 7's baby model. It took {{ small_minutes:.1f }} minutes of
+# wall-clock time, evaluations included, while the machine's load
+# average (processes wanting its two cores) ran from
+# {{ min(clock["load"]):.1f }} to {{ max(clock["load"]):.1f }}. A load
+# above 2 means other work shared the CPU with the run, and the minutes
+# below are then longer than this CPU needs.
+#
+# ## Against the baselines
+#
+# @fig-small-curve draws the validation loss of every evaluation against
+# the training tokens seen so far and against the minutes spent, with
+# each baseline of the previous section as a horizontal line.
+
+# %%
+#| echo: false
+#| label: fig-small-curve
+#| fig-cap: Validation loss of the small model at each evaluation against training tokens (left, logarithmic) and wall-clock minutes on this CPU (right), with the baselines of the previous section as dashed lines. Where the curve passes a line, the model has caught up with that baseline.
+baselines = json.loads(
+    artifact_path("10_evaluation_01/baselines.json").read_text())
+lines = {name: value for name, value in baselines.items()
+         if isinstance(value, (int, float)) and name != "uniform"}
+tokens_per_step = run_config.batch_size * model_config.context
+eval_tokens = np.array(history["eval_step"]) * tokens_per_step
+eval_minutes = np.array(clock["seconds"]) / 60
+fig, (left, right) = plt.subplots(1, 2, figsize=(6.4, 2.9), sharey=True)
+for axes, x, label in ((left, eval_tokens, "training tokens"),
+                       (right, eval_minutes, "minutes (this CPU)")):
+    axes.plot(x, history["val_loss"], "o-", markersize=3, color="C0",
+              label="small model")
+    for index, (name, value) in enumerate(sorted(lines.items(),
+                                                 key=lambda item: -item[1])):
+        axes.axhline(value, color=f"C{index + 1}", linestyle="--",
+                     linewidth=0.9)
+        if axes is right:
+            axes.annotate(name.replace("_", "-"), (1.01, value),
+                          xycoords=("axes fraction", "data"), fontsize=7,
+                          va="center", color=f"C{index + 1}")
+    axes.set_xlabel(label)
+left.set_xscale("log")
+left.set_ylabel("validation loss (nats/char)")
+left.set_ylim(min(min(history["val_loss"]), min(lines.values())) - 0.1,
+              max(lines.values()) + 0.3)
+
+# %% [markdown]
+# @tbl-crossings reads the crossings off the curve: for each baseline, the
+# first evaluation at which the model's validation loss is below it.
+
+# %%
+#| label: tbl-crossings
+#| tbl-cap: The first evaluation at which the small model's validation loss is below each baseline (empty where it never is).
+def first_below(value: float) -> int | None:
+    """Index of the first evaluation below `value`, or None."""
+    return next((index for index, loss in enumerate(history["val_loss"])
+                 if loss < value), None)
+
+
+crossings = {name: first_below(value) for name, value in lines.items()}
+crossing_rows = []
+for name, value in sorted(lines.items(), key=lambda item: -item[1]):
+    at = crossings[name]
+    crossing_rows.append(
+        (name, value) + (("", "", "") if at is None else
+                         (history["eval_step"][at], eval_tokens[at] / 1e6,
+                          eval_minutes[at])))
+Table(crossing_rows,
+      ["baseline", "nats/char", "step", "M tokens", "minutes"], digits=2)
+
+# %% [markdown]
+# ## How far to the best n-gram
+#
+# The best n-gram of the previous section is the line that matters: it is
+# the strongest model in this chapter that no one trained. Whether the
+# small model passes it in a quarter of an hour, and if not how long it
+# would need, is a question for the curve. Losses of language models fall
+# with training tokens roughly as a power law towards a floor (Kaplan et
+# al., 2020), $L(D) \approx c + a D^{-b}$, and a fit of that form to the
+# evaluations after the first tenth of the run gives a prediction.
+
+# %%
+def fit_power_law(tokens: np.ndarray,
+                  losses: np.ndarray) -> tuple[float, float, float]:
+    """(a, b, c) of loss = c + a * tokens**-b, least squares in the loss,
+    over a grid of floors c below the smallest loss."""
+    best = None
+    for floor in np.linspace(0.0, losses.min() - 1e-3, 400):
+        slope, intercept = np.polyfit(np.log(tokens),
+                                      np.log(losses - floor), 1)
+        fitted = floor + np.exp(intercept) * tokens ** slope
+        error = float(np.sum((fitted - losses) ** 2))
+        if best is None or error < best[0]:
+            best = (error, float(np.exp(intercept)), float(-slope),
+                    float(floor))
+    return best[1], best[2], best[3]
+
+
+tail = eval_tokens >= 0.1 * eval_tokens[-1]
+scale, exponent, floor = fit_power_law(eval_tokens[tail],
+                                       np.array(history["val_loss"])[tail])
+best_ngram_name = min(("witten_bell", "kneser_ney"), key=lines.get)
+best_ngram = lines[best_ngram_name]
+print(f"fit: {floor:.3f} + {scale:.3g} * D^-{exponent:.3f}")
+print(f"best n-gram ({best_ngram_name}): {best_ngram:.3f}; "
+      f"small model: {small_val:.3f}")
+
+# %%
+#| echo: false
+tokens_per_second = eval_tokens[-1] / clock["seconds"][-1]
+if small_val < best_ngram:
+    crossed = crossings[best_ngram_name]
+    outcome = (
+        f"The small model passes it at step {history['eval_step'][crossed]:,}"
+        f", after {eval_minutes[crossed]:.0f} minutes, and ends "
+        f"{best_ngram - small_val:.3f} nats per character below it. The "
+        f"fitted floor, {floor:.2f}, is where this curve would level off "
+        "if the text never repeated; it does repeat, so read it as an "
+        "optimistic limit for this model, not a promise")
+elif best_ngram <= floor:
+    outcome = (
+        "The model does not reach it in this budget, and the fitted "
+        f"curve never will: its floor, {floor:.2f}, lies above the "
+        "n-gram. More tokens alone would not do; a bigger model might")
+else:
+    needed = (scale / (best_ngram - floor)) ** (1 / exponent)
+    needed_flops = train_flops_per_token(model_config) * needed
+    mac_hours = {rate: needed_flops / rate / 3600 for rate in (1e12, 4e12)}
+    outcome = (
+        "The model does not reach it in this budget. The fitted curve "
+        f"reaches it after {needed / 1e6:.0f} million tokens, "
+        f"{needed / eval_tokens[-1]:.1f} times this run's, which at this "
+        f"run's {tokens_per_second:,.0f} tokens per second is "
+        f"{needed / tokens_per_second / 3600:.1f} hours here. On a "
+        "MacBook GPU sustaining 1 to 4 TFLOP/s, rates chosen to bracket "
+        "what such a GPU might reach and not measured here, the same "
+        f"{needed_flops / 1e15:.0f} PFLOP would take "
+        f"{60 * mac_hours[4e12]:.0f} to {60 * mac_hours[1e12]:.0f} "
+        "minutes (computed, not measured). Since that many tokens means "
+        "more passes over the same text, treat it as a lower bound")
+
+# %% [markdown]
+# {{ outcome }}.
