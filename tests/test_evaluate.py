@@ -152,3 +152,67 @@ def test_baselines_on_a_markov_text() -> None:
     assert scores["uniform"] == pytest.approx(math.log(9))
     assert scores["bigram"] < scores["unigram"] < scores["uniform"]
     assert scores["bigram"] == pytest.approx(math.log(3), abs=0.02)  # three followers each
+
+
+# What it has memorised (book/10_evaluation_05.py): matching statistics against a corpus.
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from mlxllm.evaluate import longest_match, match_lengths, seen_ngram_share  # noqa: E402
+
+
+def brute_match_lengths(sample: str, corpus: str) -> list[int]:
+    """Every length at every position, assuming nothing about neighbours."""
+    return [max(length for length in range(len(sample) - start + 1)
+                if sample[start:start + length] in corpus)
+            for start in range(len(sample))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="abc", max_size=14), st.text(alphabet="abcd", max_size=30))
+def test_match_lengths_agree_with_brute_force(sample: str, corpus: str) -> None:
+    lengths = match_lengths(sample, corpus)
+    assert lengths.dtype == np.int64
+    assert lengths.tolist() == brute_match_lengths(sample, corpus)
+    length, at, where = longest_match(sample, corpus)
+    assert length == max(lengths, default=0)
+    assert sample[at:at + length] == corpus[where:where + length]
+    assert where == corpus.find(sample[at:at + length])
+    if sample:
+        assert at == int(np.argmax(lengths))  # the first of the longest
+
+
+def test_longest_match_by_hand() -> None:
+    corpus = "to be, or not to be: that is the question"
+    assert match_lengths("not that", corpus).tolist() == [5, 4, 3, 5, 4, 3, 2, 1]
+    assert longest_match("so be, or not", corpus) == (12, 1, 1)  # "o be, or not"
+    assert longest_match("it is, or not", corpus) == (8, 5, 5)  # ", or not"
+    assert longest_match("", corpus) == (0, 0, 0)
+    assert longest_match("xyz", corpus) == (0, 0, 0)
+    assert longest_match(corpus, corpus) == (len(corpus), 0, 0)
+
+
+def test_seen_ngram_share_by_hand() -> None:
+    lengths = [match_lengths("abcx", "abcab"), match_lengths("ca", "abcab")]
+    # m = [3, 2, 1, 0] and [2, 1]: 1-grams 5 of 6 seen; 2-grams 3 of 4; 3-grams 1 of 2
+    assert seen_ngram_share(lengths, 1) == pytest.approx(5 / 6)
+    assert seen_ngram_share(lengths, 2) == pytest.approx(3 / 4)
+    assert seen_ngram_share(lengths, 3) == pytest.approx(1 / 2)
+    assert seen_ngram_share(lengths, 4) == 0.0  # "abcx" is the only 4-gram
+    with pytest.raises(ValueError, match="no text is 5 characters long"):
+        seen_ngram_share(lengths, 5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet="ab", max_size=10), min_size=1, max_size=4),
+       st.text(alphabet="ab", max_size=20), st.integers(1, 4))
+def test_seen_ngram_share_counts_ngrams(samples: list[str], corpus: str, n: int) -> None:
+    grams = [text[i:i + n] for text in samples for i in range(len(text) - n + 1)]
+    lengths = [match_lengths(text, corpus) for text in samples]
+    if not grams:
+        with pytest.raises(ValueError):
+            seen_ngram_share(lengths, n)
+    else:
+        expected = sum(gram in corpus for gram in grams) / len(grams)
+        assert seen_ngram_share(lengths, n) == pytest.approx(expected)
+
