@@ -50,6 +50,9 @@
 #   Neural Story Generation.* ACL 2018. arXiv:1805.04833.
 # - **Gage, 1994.** Philip Gage. *A New Algorithm for Data Compression.* The C Users
 #   Journal 12(2), 1994. The original byte pair encoding, for compression.
+# - **Guo et al., 2017.** Chuan Guo, Geoff Pleiss, Yu Sun and Kilian Q. Weinberger.
+#   *On Calibration of Modern Neural Networks.* International Conference on Machine
+#   Learning (ICML 2017). arXiv:1706.04599.
 # - **Gupta et al., 2015.** Suyog Gupta, Ankur Agrawal, Kailash Gopalakrishnan and
 #   Pritish Narayanan. *Deep Learning with Limited Numerical Precision.* International
 #   Conference on Machine Learning (ICML 2015). arXiv:1502.02551.
@@ -117,6 +120,9 @@
 #   Teven Le Scao, Aleksandra Piktus, Nouamane Tazi, Sampo Pyysalo, Thomas Wolf and
 #   Colin Raffel. *Scaling Data-Constrained Language Models.* Advances in Neural
 #   Information Processing Systems 36 (NeurIPS 2023). arXiv:2305.16264.
+# - **Naeini et al., 2015.** Mahdi Pakdaman Naeini, Gregory F. Cooper and Milos
+#   Hauskrecht. *Obtaining Well Calibrated Probabilities Using Bayesian Binning.*
+#   AAAI Conference on Artificial Intelligence (AAAI 2015).
 # - **Nguyen et al., 2024.** Minh Nguyen, Andrew Baker, Clement Neo, Allen Roush,
 #   Andreas Kirsch and Ravid Shwartz-Ziv. *Turning Up the Heat: Min-p Sampling for
 #   Creative and Coherent LLM Outputs.* arXiv:2407.01082, 2024 (ICLR 2025).
@@ -135,6 +141,9 @@
 #   arXiv:2211.05102, 2022 (MLSys 2023).
 # - **Press & Wolf, 2017.** Ofir Press and Lior Wolf. *Using the Output Embedding to
 #   Improve Language Models.* EACL 2017. arXiv:1608.05859.
+# - **Press et al., 2021.** Ofir Press, Noah A. Smith and Mike Lewis. *Shortformer:
+#   Better Language Modeling using Shorter Inputs.* ACL-IJCNLP 2021.
+#   arXiv:2012.15832. Where the early token curse is named.
 # - **Raschka, 2024.** Sebastian Raschka. *Build a Large Language Model (From
 #   Scratch).* Manning, 2024; its code repository's bonus material on the KV cache,
 #   ch04/03_kv-cache. <https://github.com/rasbt/LLMs-from-scratch>

@@ -216,3 +216,81 @@ def test_seen_ngram_share_counts_ngrams(samples: list[str], corpus: str, n: int)
         expected = sum(gram in corpus for gram in grams) / len(grams)
         assert seen_ngram_share(lengths, n) == pytest.approx(expected)
 
+
+# Where the loss is (book/10_evaluation_04.py): character classes, calibration
+
+import mlx.core as mx  # noqa: E402
+
+from mlxllm.evaluate import (  # noqa: E402
+    CHAR_CLASSES,
+    calibration_table,
+    char_classes,
+    expected_calibration_error,
+    speech_openers,
+    token_losses,
+    top_predictions,
+)
+from mlxllm.model import GPT, GPTConfig  # noqa: E402
+
+
+def test_char_classes_by_hand() -> None:
+    text = "ROMEO:\nO'er it.\n\nNurse:\nAy me!\nSo:"
+    letter = {"S": "speaker name", "W": "word start", "L": "later letter",
+              "_": "space", "N": "newline", "P": "punctuation"}
+    expected = "SSSSSS" "N" "WPWL_WLP" "NN" "SSSSSS" "N" "WL_WLP" "N" "WLP"
+    assert len(expected) == len(text)
+    codes = [CHAR_CLASSES.index(letter[key]) for key in expected]
+    assert char_classes(text).tolist() == codes
+    # "So:" ends in a colon but follows a line of speech, so it opens nothing
+    assert speech_openers(text) == [(0, "ROMEO:"), (17, "Nurse:")]
+    assert char_classes("").tolist() == []
+
+
+def test_calibration_bins_by_hand() -> None:
+    confidence = [0.05, 0.1, 0.15, 0.95, 0.95, 1.0]
+    correct = [False, True, True, True, False, True]
+    table = calibration_table(confidence, correct, bins=10)
+    assert table.counts.tolist() == [2, 1, 0, 0, 0, 0, 0, 0, 0, 3]  # 0.1 is in (0, 0.1]
+    assert table.confidence[[0, 1, 9]] == pytest.approx([0.075, 0.15, 2.9 / 3])
+    assert table.accuracy[[0, 1, 9]] == pytest.approx([0.5, 1.0, 2 / 3])
+    assert np.isnan(table.accuracy[2:9]).all()
+    gaps = 2 * (0.5 - 0.075) + 1 * (1 - 0.15) + 3 * (2.9 / 3 - 2 / 3)
+    assert expected_calibration_error(confidence, correct) == pytest.approx(gaps / 6)
+    assert calibration_table([0.0], [False]).counts[0] == 1  # 0 joins the first bin
+
+
+def test_calibration_refuses_what_it_cannot_bin() -> None:
+    with pytest.raises(ValueError, match="one `correct` per confidence"):
+        calibration_table([0.5, 0.6], [True])
+    with pytest.raises(ValueError, match="at least"):
+        calibration_table([], [])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        calibration_table([1.2], [True])
+
+
+def test_expected_calibration_error_of_honest_and_overconfident_sets() -> None:
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0, 1, 200_000)
+    honest = rng.uniform(0, 1, confidence.size) < confidence
+    assert expected_calibration_error(confidence, honest) < 0.01
+    # right with probability c^2 when claiming c: the gap averages 1/2 - 1/3
+    boastful = rng.uniform(0, 1, confidence.size) < confidence**2
+    assert expected_calibration_error(confidence, boastful) == pytest.approx(1 / 6, abs=0.01)
+
+
+def test_top_predictions_agree_with_argmax_and_token_losses() -> None:
+    mx.random.seed(0)
+    model = GPT(GPTConfig(vocab_size=11, context=8, n_layer=1, n_head=2, n_embd=16))
+    ids = np.random.default_rng(1).integers(0, 11, 5 * 8 + 3)
+    top_prob, correct = top_predictions(model, ids, batch_size=2)
+    assert top_prob.shape == correct.shape == (5, 8)
+    inputs = mx.array(ids[:40].reshape(5, 8).astype(np.int32))
+    probs = np.array(mx.softmax(model(inputs).astype(mx.float32), axis=-1))
+    targets = ids[1:41].reshape(5, 8)
+    assert top_prob == pytest.approx(probs.max(axis=-1), abs=1e-6)
+    assert (correct == (probs.argmax(axis=-1) == targets)).all()
+    assert 0 < correct.sum() < correct.size  # the check below is not vacuous
+    losses = token_losses(model, ids)
+    assert losses[correct] == pytest.approx(-np.log(top_prob[correct]), abs=1e-5)
+    with pytest.raises(ValueError, match="too few"):
+        top_predictions(model, ids[:8])
