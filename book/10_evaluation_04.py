@@ -448,7 +448,7 @@ for name, share in rare.items():
 # words are rare in the training text, against {{ rare['all']:.0%}} over
 # all {{ len(line_rows):, }} lines and {{ rare['easiest']:.0%}} in the
 # easiest {{ twentieth }}. A character model can spell a word it has
-# seen often from its first two letters; a word it has seen a few times
+# seen often from its first few letters; a word it has seen a few times
 # or never, it must spell out letter by letter, and it pays for each.
 # This is the cheapest way to find what a model has not learned: sort
 # its text by loss and read the top of the list.
