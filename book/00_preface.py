@@ -35,13 +35,17 @@
 #   checkpointing and bfloat16 (chapter 8);
 # - generating text: greedy decoding, temperature, top-k, top-p, min-p and a
 #   repetition penalty, and a key-value cache that makes sampling fast
-#   (chapter 9).
+#   (chapter 9);
+# - an honest measure of how good the model is: baselines from a uniform guess
+#   to Kneser-Ney n-grams and compressors, the book's own Shakespeare model
+#   trained against them, intervals, calibration and memorisation
+#   (chapter 10).
 #
-# Those nine chapters are this edition. You finish it with a model trained on
-# Shakespeare that you can sample from the command line. The plan goes on, in
-# chapters not written yet, to evaluation, finding out why a run goes wrong,
-# data-parallel training across processes, fine-tuning with LoRA, and shipping
-# a model. Everything you build is also a
+# Those ten chapters are this edition. You finish it with a model trained on
+# Shakespeare that you can sample from and score from the command line. The
+# plan goes on, in chapters not written yet, to finding out why a run goes
+# wrong, data-parallel training across processes, fine-tuning with LoRA, and
+# shipping a model. Everything you build is also a
 # Python package, `mlxllm`: the chapters are its source, so the code you read is
 # the code you later import.
 #

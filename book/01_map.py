@@ -3,11 +3,12 @@
 #
 # Over this book you build a large language model the way you would build any
 # program you want to understand: one piece at a time, each piece checked
-# before the next one leans on it. By the end of chapter 9, the last of this
+# before the next one leans on it. By the end of chapter 10, the last of this
 # edition, you own a byte-level BPE tokenizer, a GPT-style transformer, a
-# training loop that fits on a laptop, a model trained on Shakespeare, and a
-# sampler with a KV cache that writes from it on the command line. The
-# chapters planned after it come in the map below.
+# training loop that fits on a laptop, a sampler with a KV cache, a model
+# trained on Shakespeare that writes on the command line, and the
+# measurements that say how good it is. The chapters planned after it come
+# in the map below.
 #
 # Why build one when you can download one? Because a model you have built is a
 # model you can debug. When a loss stops falling, when a sample repeats itself,
@@ -68,6 +69,7 @@ from mlxllm.book import Table, pick
 # | training loop | backpropagation and an optimizer | ★★ | 7 |
 # | fitting on a laptop | training within memory and time | ★★ | 8 |
 # | sampling, KV cache | fast generation, token by token | ★★ | 9 |
+# | evaluation | how good the model is, against baselines | ★★ | 10 |
 #
 # : The components of a GPT and where this book builds them {#tbl-components}
 #
@@ -87,15 +89,15 @@ from mlxllm.book import Table, pick
 #
 # Attention gets the most stars because it is where shapes, masks and
 # numerics meet: a mask that lets a position see the future gives a model that
-# trains beautifully and generates garbage. The two last rows add no
-# component; they make the same model practical, first to train on a laptop,
-# then to talk to.
+# trains beautifully and generates garbage. The three last rows add no
+# component; they make the same model practical, to train on a laptop and
+# to talk to, and then tell you how good it is.
 #
-# This edition has chapters 1 to 9, which build every row of the table.
-# Five more chapters are planned: 10, evaluating a model; 11, finding out
-# why a run goes wrong; 12, training on several machines at once (data
-# parallelism); 13, fine-tuning with LoRA; 14, shipping a model. Where a chapter of this edition mentions what they
-# will add, it says "a later chapter".
+# This edition has chapters 1 to 10, which build every row of the table.
+# Four more chapters are planned: 11, finding out why a run goes wrong; 12,
+# training on several machines at once (data parallelism); 13, fine-tuning
+# with LoRA; 14, shipping a model. Where a chapter of this edition mentions
+# what they will add, it says "a later chapter".
 
 # %%
 #| echo: false
