@@ -109,6 +109,9 @@
 # - **Loshchilov & Hutter, 2019.** Ilya Loshchilov and Frank Hutter. *Decoupled
 #   Weight Decay Regularization.* International Conference on Learning
 #   Representations (ICLR 2019). arXiv:1711.05101.
+# - **Manber & Myers, 1993.** Udi Manber and Gene Myers. *Suffix Arrays: A New Method
+#   for On-Line String Searches.* SIAM Journal on Computing 22(5), 1993. Suffix
+#   arrays, built by prefix doubling.
 # - **McCoy et al., 2023.** R. Thomas McCoy, Paul Smolensky, Tal Linzen, Jianfeng Gao
 #   and Asli Celikyilmaz. *How Much Do Language Models Copy From Their Training Data?
 #   Evaluating Linguistic Novelty in Text Generation Using RAVEN.* Transactions of
