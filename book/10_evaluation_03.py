@@ -55,21 +55,27 @@ import numpy as np
 from mlxllm.model import GPT
 
 
-def token_losses(model: GPT, ids: np.ndarray,
-                 batch_size: int = 32) -> np.ndarray:
-    """The loss in nats of every predicted token, one row per whole
-    non-overlapping window of the model's context: (windows, context)."""
-    context = model.config.context
+def whole_windows(ids: np.ndarray,
+                  context: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets of every whole non-overlapping window of
+    `context` tokens: two (windows, context) arrays."""
     windows = (len(ids) - 1) // context
     if windows < 1:
         raise ValueError(f"{len(ids)} tokens are too few to score: the "
                          f"model needs at least {context + 1} (its context "
                          "plus one)")
     ids = np.asarray(ids[:windows * context + 1], dtype=np.int32)
-    inputs = ids[:-1].reshape(windows, context)
-    targets = ids[1:].reshape(windows, context)
+    return (ids[:-1].reshape(windows, context),
+            ids[1:].reshape(windows, context))
+
+
+def token_losses(model: GPT, ids: np.ndarray,
+                 batch_size: int = 32) -> np.ndarray:
+    """The loss in nats of every predicted token, one row per whole
+    non-overlapping window of the model's context: (windows, context)."""
+    inputs, targets = whole_windows(ids, model.config.context)
     rows = []
-    for start in range(0, windows, batch_size):
+    for start in range(0, len(inputs), batch_size):
         logits = model(mx.array(inputs[start:start + batch_size]))
         rows.append(np.array(nn.losses.cross_entropy(
             logits.astype(mx.float32),

@@ -30,6 +30,7 @@ from mlxllm.book import Table, artifact_path, pick
 from mlxllm.checkpoint import latest_checkpoint, read_checkpoint
 from mlxllm.data import load_corpus, split_train_val
 from mlxllm.evaluate import NGramCounts, by_order, token_losses
+from mlxllm.evaluate import whole_windows
 from mlxllm.model import GPT, GPTConfig
 from mlxllm.tokenizer import load_tokenizer
 
@@ -475,16 +476,9 @@ def top_predictions(model: GPT, ids: np.ndarray,
     """The probability of the model's likeliest next token, and whether
     it was the true one, at every position token_losses scores: two
     (windows, context) arrays."""
-    context = model.config.context
-    windows = (len(ids) - 1) // context
-    if windows < 1:
-        raise ValueError(f"{len(ids)} tokens are too few to score: the "
-                         f"model needs at least {context + 1}")
-    ids = np.asarray(ids[:windows * context + 1], dtype=np.int32)
-    inputs = ids[:-1].reshape(windows, context)
-    targets = ids[1:].reshape(windows, context)
+    inputs, targets = whole_windows(ids, model.config.context)
     top_prob, correct = [], []
-    for start in range(0, windows, batch_size):
+    for start in range(0, len(inputs), batch_size):
         logits = model(mx.array(inputs[start:start + batch_size]))
         logits = logits.astype(mx.float32)
         best = logits.max(axis=-1)

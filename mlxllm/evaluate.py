@@ -47,10 +47,11 @@ __all__ = [
     "vocabulary", "char_ids", "ADD_K", "gram_codes", "CountTable", "Level",
     "NGramCounts", "add_k", "witten_bell", "kneser_ney", "Smoothing", "SMOOTHINGS",
     "interpolated", "NGramModel", "by_order", "COMPRESSORS", "compressor_bits_per_char",
-    "held_out_choices", "baselines", "token_losses", "bootstrap_ratios",
-    "bootstrap_interval", "Estimate", "score_text", "CHAR_CLASSES", "speech_openers",
-    "char_classes", "top_predictions", "Calibration", "calibration_table",
-    "expected_calibration_error", "match_lengths", "longest_match", "seen_ngram_share",
+    "held_out_choices", "baselines", "whole_windows", "token_losses",
+    "bootstrap_ratios", "bootstrap_interval", "Estimate", "score_text", "CHAR_CLASSES",
+    "speech_openers", "char_classes", "top_predictions", "Calibration",
+    "calibration_table", "expected_calibration_error", "match_lengths", "longest_match",
+    "seen_ngram_share",
 ]
 
 
@@ -293,21 +294,27 @@ def baselines(train: str, text: str, max_order: int) -> dict[str, float]:
 
 
 # book/10_evaluation_03.py:48
-def token_losses(model: GPT, ids: np.ndarray,
-                 batch_size: int = 32) -> np.ndarray:
-    """The loss in nats of every predicted token, one row per whole
-    non-overlapping window of the model's context: (windows, context)."""
-    context = model.config.context
+def whole_windows(ids: np.ndarray,
+                  context: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets of every whole non-overlapping window of
+    `context` tokens: two (windows, context) arrays."""
     windows = (len(ids) - 1) // context
     if windows < 1:
         raise ValueError(f"{len(ids)} tokens are too few to score: the "
                          f"model needs at least {context + 1} (its context "
                          "plus one)")
     ids = np.asarray(ids[:windows * context + 1], dtype=np.int32)
-    inputs = ids[:-1].reshape(windows, context)
-    targets = ids[1:].reshape(windows, context)
+    return (ids[:-1].reshape(windows, context),
+            ids[1:].reshape(windows, context))
+
+
+def token_losses(model: GPT, ids: np.ndarray,
+                 batch_size: int = 32) -> np.ndarray:
+    """The loss in nats of every predicted token, one row per whole
+    non-overlapping window of the model's context: (windows, context)."""
+    inputs, targets = whole_windows(ids, model.config.context)
     rows = []
-    for start in range(0, windows, batch_size):
+    for start in range(0, len(inputs), batch_size):
         logits = model(mx.array(inputs[start:start + batch_size]))
         rows.append(np.array(nn.losses.cross_entropy(
             logits.astype(mx.float32),
@@ -315,7 +322,7 @@ def token_losses(model: GPT, ids: np.ndarray,
     return np.concatenate(rows)
 
 
-# book/10_evaluation_03.py:104
+# book/10_evaluation_03.py:110
 def bootstrap_ratios(window_nats: np.ndarray, window_chars: np.ndarray,
                      samples: int = 2000, seed: int = 0) -> np.ndarray:
     """Nats per character of `samples` draws of as many windows as there
@@ -368,7 +375,7 @@ def score_text(model: GPT, tokenizer: object, text: str,
                     high, tokens=losses.size, chars=int(window_chars.sum()))
 
 
-# book/10_evaluation_04.py:227
+# book/10_evaluation_04.py:228
 CHAR_CLASSES = ("speaker name", "word start", "later letter", "space",
                 "newline", "punctuation")
 
@@ -402,22 +409,15 @@ def char_classes(text: str) -> np.ndarray:
     return classes
 
 
-# book/10_evaluation_04.py:472
+# book/10_evaluation_04.py:473
 def top_predictions(model: GPT, ids: np.ndarray,
                     batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """The probability of the model's likeliest next token, and whether
     it was the true one, at every position token_losses scores: two
     (windows, context) arrays."""
-    context = model.config.context
-    windows = (len(ids) - 1) // context
-    if windows < 1:
-        raise ValueError(f"{len(ids)} tokens are too few to score: the "
-                         f"model needs at least {context + 1}")
-    ids = np.asarray(ids[:windows * context + 1], dtype=np.int32)
-    inputs = ids[:-1].reshape(windows, context)
-    targets = ids[1:].reshape(windows, context)
+    inputs, targets = whole_windows(ids, model.config.context)
     top_prob, correct = [], []
-    for start in range(0, windows, batch_size):
+    for start in range(0, len(inputs), batch_size):
         logits = model(mx.array(inputs[start:start + batch_size]))
         logits = logits.astype(mx.float32)
         best = logits.max(axis=-1)
@@ -427,7 +427,7 @@ def top_predictions(model: GPT, ids: np.ndarray,
     return np.concatenate(top_prob), np.concatenate(correct)
 
 
-# book/10_evaluation_04.py:508
+# book/10_evaluation_04.py:502
 @dataclass
 class Calibration:
     """Predictions binned by confidence: per bin, how many there are,
