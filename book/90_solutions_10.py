@@ -28,7 +28,8 @@ from mlxllm.data import load_corpus, split_train_val
 from mlxllm.evaluate import (COMPRESSORS, CountTable, Level, NGramCounts,
                              NGramModel, Smoothing, bootstrap_ratios,
                              by_order, expected_calibration_error,
-                             match_lengths, token_losses, vocabulary)
+                             match_lengths, speech_openers, token_losses,
+                             vocabulary)
 from mlxllm.generate import forward_cached, generate_tokens, make_caches
 from mlxllm.model import count_parameters
 
@@ -112,13 +113,18 @@ compressed = {name: size for name, size in coded.items()
               if name not in ("the text itself", "small model")}
 best_coder = min(compressed, key=compressed.get)
 model_saving = 1 - coded["small model"] / compressed[best_coder]
-if model_saving > 0:
-    coded_verdict = (f"{model_saving:.0%} smaller than the best "
-                     f"compressor's file, {best_coder}")
+byte_gap = compressed[best_coder] - coded["small model"]
+best_file = (f"the best compressor's file ({best_coder}: "
+             f"{compressed[best_coder]:,} bytes)")
+if abs(model_saving) < 0.01:
+    coded_verdict = (f"{abs(byte_gap):,} bytes "
+                     f"{'fewer' if byte_gap > 0 else 'more'} than "
+                     f"{best_file}, a tie")
+elif model_saving > 0:
+    coded_verdict = f"{model_saving:.0%} smaller than {best_file}"
 else:
-    coded_verdict = (f"{-model_saving:.0%} larger than the best "
-                     f"compressor's file, {best_coder}: this checkpoint "
-                     "has not yet caught up with it")
+    coded_verdict = (f"{-model_saving:.0%} larger than {best_file}: the "
+                     "model has not caught up with it")
 weight_bytes = 4 * count_parameters(model.config)
 best_alone = min(coded[f"{name}, alone"] for name in COMPRESSORS)
 
@@ -127,7 +133,7 @@ best_alone = min(coded[f"{name}, alone"] for name in COMPRESSORS)
 # the {{ len(val_text):, }} characters of the split in
 # {{ coded['small model']:, }} bytes (an arithmetic coder driven by the
 # model gets within a few bytes of that; Witten et al., 1987),
-# {{ coded_verdict }} ({{ compressed[best_coder]:, }} bytes). Alone, the
+# {{ coded_verdict }}. Alone, the
 # compressors learn only from the text they are compressing, and the
 # best of them needs {{ best_alone:, }} bytes.
 #
@@ -274,6 +280,18 @@ if np.all(np.diff(top_discounts) > 0):
 else:
     discount_story = "the three do not grow with the count here"
 rise = {name: curve[-1] - min(curve) for name, curve in curves.items()}
+network_gap = whole_losses.mean() - best_loss["modified"]
+if network_gap > 0:
+    network_words = (
+        " It also moves the bar for the network: the small model's "
+        f"{whole_losses.mean():.3f} is {network_gap:.3f} nats per "
+        "character above modified Kneser-Ney at its best order (an order "
+        "read off the validation curve itself, so a little optimistic)")
+else:
+    network_words = (
+        " The small model, at "
+        f"{whole_losses.mean():.3f}, stays {-network_gap:.3f} nats per "
+        "character below even this counting model")
 if max(best.values()) < max_order:
     rise_words = (f", and past its best order it gives back only "
                   f"{rise['modified']:.3f} by order {max_order}, against "
@@ -310,7 +328,7 @@ else:
 # n-grams are seen a few times, and where one discount fits them worst.
 # Chen & Goodman (1998) found modified Kneser-Ney the best of the
 # smoothings they compared on word n-grams; it holds for characters
-# too.
+# too.{{ network_words }}.
 #
 # ## Exercise 10.3
 #
@@ -366,6 +384,31 @@ else:
             f"{bz2_losses[switch] - bz2_losses[fair]:.3f} nats worse than "
             f"with {shares[fair]}. Part of the crossing is the blocks; a "
             "bz2 that saw everything would cross later, if at all")
+openers = speech_openers(train_text)
+known = {line for _, line in openers} & {
+    line for _, line in speech_openers(val_text)}
+first_spoken = {line: min(start for start, other in openers
+                          if other == line) for line in known}
+late_share = shares[-2]
+late_names = {line for line, start in first_spoken.items()
+              if start >= size_rows[-2][1]}
+late_speeches = sum(line in late_names
+                    for _, line in speech_openers(val_text))
+last_step = kn_losses[-2] - kn_losses[-1]
+step_before = kn_losses[-3] - kn_losses[-2]
+if last_step > step_before:
+    late_text = (
+        f" Kneser-Ney's last step, from {late_share} to all of the text, "
+        f"is worth {last_step:.3f} nats, more than the step before it "
+        f"({step_before:.3f}), and not for the amount alone: the last "
+        "part of the training text opens the play that the validation "
+        f"split continues. Of the {len(known)} speakers of the split "
+        f"whom the training text knows, {len(late_names)} first speak "
+        f"after its first {late_share}, and they open {late_speeches:,} "
+        f"of the split's {len(speech_openers(val_text)):,} speeches. "
+        "Which text a model has seen matters as well as how much.")
+else:
+    late_text = ""
 
 # %% [markdown]
 # From a tenth of the training text to {{ shares[fair] }} of it (the
@@ -374,8 +417,9 @@ else:
 # {{ needs_more }}. A context of {{ kn_order - 1 }} characters must have
 # been seen several times before its counts say much, while bz2 models
 # each block afresh and gets much of what it can from the text it is
-# coding. {{ crossing }}. More text helps a compressor only as far as
-# its window or block reaches; it helps the n-gram model all the way.
+# coding. {{ crossing }}.{{ late_text }} More text helps a compressor
+# only as far as its window or block reaches; it helps the n-gram model
+# all the way.
 #
 # ## Exercise 10.4
 #
@@ -405,7 +449,7 @@ print(f"last half of positions only:    {last_half:.4f}")
 shifted_half = shifted_losses[:, half:].mean(axis=1)
 whole_half = whole_losses[:, half:].mean(axis=1)
 half_gap = shifted_half.mean() - whole_half.mean()
-signed_gap = f"{half_gap:+.3f}".replace("-", "\u2212")
+signed_gap = f"{half_gap:+.4f}".replace("-", "\u2212")
 half_error = 1.96 * math.sqrt(shifted_half.var() / len(shifted_half)
                               + whole_half.var() / len(whole_half))
 if abs(half_gap) < half_error:
@@ -423,14 +467,15 @@ else:
         "the rest")
 sliding_gap = non_overlapping - sliding.mean()
 sliding_side = "below" if sliding_gap > 0 else "above"
+tail_gap = abs(sliding.mean() - last_half)
+tail_words = f"within {tail_gap:.4f} of"
 
 # %% [markdown]
 # Scored with at least half a context, the model's loss is
-# {{ sliding.mean():.3f }} nats per character,
-# {{ abs(sliding_gap):.3f }} {{ sliding_side }} the non-overlapping
-# {{ non_overlapping:.3f }}, and within
-# {{ abs(sliding.mean() - last_half):.3f }} of the mean over the last
-# half of positions in @fig-loss-by-position, {{ last_half:.3f }}. That
+# {{ sliding.mean():.4f }} nats per character,
+# {{ abs(sliding_gap):.4f }} {{ sliding_side }} the non-overlapping
+# {{ non_overlapping:.4f }}, and {{ tail_words }} the mean over the last
+# half of positions in @fig-loss-by-position, {{ last_half:.4f }}. That
 # agreement is expected: both numbers average predictions made with
 # {{ half }} to {{ context - 1 }} characters of context, and half of the
 # sliding number's characters are the other's. {{ half_agreement }}.
@@ -496,6 +541,7 @@ Table(temperature_rows, ["T", "loss (nats/char)", "ECE (10 bins)",
 # %%
 #| echo: false
 loss_change = temperature_rows[1][1] - temperature_rows[0][1]
+signed_change = f"{loss_change:+.4f}".replace("-", "\u2212")
 ece_before, ece_after = temperature_rows[0][2], temperature_rows[1][2]
 temperature_direction = ("softens" if fitted_temperature > 1
                          else "sharpens")
@@ -524,7 +570,7 @@ else:
 # %% [markdown]
 # The fitted temperature is {{ fitted_temperature:.3f }}: it
 # {{ temperature_direction }} the model's distributions{{ leaning }}.
-# On the held-out half the loss changes by {{ loss_change:+.4f }} nats
+# On the held-out half the loss changes by {{ signed_change }} nats
 # per character, and the expected calibration error {{ ece_story }}.
 # One parameter fitted on a loss the model was already trained to
 # minimise can only move it a little; what it can fix is a confidence
