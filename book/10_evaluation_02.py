@@ -296,8 +296,11 @@ else:
         "what such a GPU might reach and not measured here, the same "
         f"{needed_flops / 1e15:.0f} PFLOP would take "
         f"{60 * mac_hours[4e12]:.0f} to {60 * mac_hours[1e12]:.0f} "
-        "minutes (computed, not measured). Since that many tokens means "
-        "more passes over the same text, treat it as a lower bound")
+        "minutes (computed, not measured). Read it as an order of "
+        "magnitude and a lower bound: the fit treats more tokens as a "
+        "continuation of this one run, whose last stretch owes part of its "
+        "fall to the learning rate decaying to its end, and more tokens "
+        "mean more passes over the same text")
 
 # %% [markdown]
 # {{ outcome }}.
