@@ -88,24 +88,37 @@ for name, (config, batch) in shapes.items():
                       / seconds / 1e9,
                       tokens / 1e6, tokens / count_parameters(config)))
 baby_parameters = count_parameters(GPTConfig.baby(vocab))
+table_load = os.getloadavg()[0]  # other work sharing the two cores
+fastest_row = max(size_rows, key=lambda row: row[3])
+budget_product = size_rows[0][1] * 1e6 * size_rows[0][4] * 1e6  # N * D
+optimal_parameters = (budget_product / 20) ** 0.5
+optimal_passes = 20 * optimal_parameters / len(train_ids)
 Table(size_rows, ["shape", "M params", "ms/step", "GFLOP/s",
                   "M tokens in 15 min", "tokens/param"], digits=1)
 
 # %% [markdown]
-# Two things pull against each other. Wider matrices keep the CPU busier
-# (the GFLOP/s column climbs from the baby's shape), so a bigger model is
-# not proportionally slower. But a bigger model gets fewer tokens per
-# parameter, and Hoffmann et al. (2022) found that for a fixed budget of
-# compute the best loss comes from about 20 training tokens per
-# parameter. At that ratio this budget would train a model near the
-# baby's size for more than ten passes over Shakespeare, and repeated
-# text is worth less than new text: Muennighoff et al. (2023) measured
-# that up to about four passes cost little, and that more cost more and
-# more. So the `small` preset takes the middle row, 4 × 192, at about
-# {{ small_row[5]:.0f }} tokens per parameter and five passes, with a
-# little dropout against the repeats. It is a judgement from one timing
-# table and two papers, not a search: a search would cost a quarter of an
-# hour per point.
+# Two things pull against each other. Wider matrices can keep the CPU
+# busier: the best rate in the table, {{ fastest_row[3]:.0f }} GFLOP/s
+# for {{ fastest_row[0] }}, against the baby's {{ size_rows[0][3]:.0f }},
+# so a bigger model is not proportionally slower. (The rates move with
+# whatever else the machine is doing; the load average was
+# {{ table_load:.1f }} while the table was timed, on two cores.) But a
+# bigger model gets fewer tokens per parameter, and Hoffmann et al.
+# (2022) found that for a fixed budget of compute the best loss comes
+# from about 20 training tokens per parameter. At that ratio the budget
+# of the baby's row would buy a model of about
+# {{ optimal_parameters / 1e6:.1f }} million parameters trained for
+# {{ optimal_passes:.0f }} passes over Shakespeare, and repeated text is
+# worth less than new text: Muennighoff et al. (2023) measured that up
+# to about four passes cost little, and that more cost more and more. So
+# the `small` preset takes a middle course, 4 × 192: its
+# {{ book_config.steps:, }} steps are {{ book_tokens / 1e6:.1f }} million
+# tokens, {{ book_tokens / small_row[1] / 1e6:.1f }} per parameter and
+# {{ book_tokens / len(train_ids):.1f }} passes, with a little dropout
+# against the repeats; at the step time in the table they take
+# {{ book_config.steps * small_row[2] / 60_000:.0f }} minutes. It is a
+# judgement from one timing table and two papers, not a search: a search
+# would cost a quarter of an hour or more per point.
 #
 # ## The run
 #
@@ -180,8 +193,9 @@ small_minutes = clock["seconds"][-1] / 60
 #| fig-cap: Validation loss of the small model at each evaluation against training tokens (left, logarithmic) and wall-clock minutes on this CPU (right), with the baselines of the previous section as dashed lines. Where the curve passes a line, the model has caught up with that baseline.
 baselines = json.loads(
     artifact_path("10_evaluation_01/baselines.json").read_text())
-lines = {name: value for name, value in baselines.items()
-         if isinstance(value, (int, float)) and name != "uniform"}
+lines = {name: baselines[name] for name in ("unigram", "bigram", "zlib",
+                                            "lzma", "bz2", "witten_bell",
+                                            "kneser_ney")}
 tokens_per_step = run_config.batch_size * model_config.context
 eval_tokens = np.array(history["eval_step"]) * tokens_per_step
 eval_minutes = np.array(clock["seconds"]) / 60
