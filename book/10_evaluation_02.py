@@ -80,7 +80,7 @@ for layers, width in ((4, 128), (4, 192), (6, 192), (4, 256)):
                   n_embd=width), 16)
 size_rows = []
 for name, (config, batch) in shapes.items():
-    seconds = time_step(config, batch, repeats=pick(smoke=2, book=5))
+    seconds = time_step(config, batch, repeats=pick(smoke=1, book=5))
     tokens = budget_seconds / seconds * batch * config.context
     size_rows.append((name, count_parameters(config) / 1e6,
                       1000 * seconds,
