@@ -293,7 +293,7 @@ def baselines(train: str, text: str, max_order: int) -> dict[str, float]:
     return scores | {name: b * math.log(2) for name, b in bits.items()}
 
 
-# book/10_evaluation_03.py:48
+# book/10_evaluation_03.py:49
 def whole_windows(ids: np.ndarray,
                   context: int) -> tuple[np.ndarray, np.ndarray]:
     """Inputs and targets of every whole non-overlapping window of
@@ -322,7 +322,7 @@ def token_losses(model: GPT, ids: np.ndarray,
     return np.concatenate(rows)
 
 
-# book/10_evaluation_03.py:110
+# book/10_evaluation_03.py:111
 def bootstrap_ratios(window_nats: np.ndarray, window_chars: np.ndarray,
                      samples: int = 2000, seed: int = 0) -> np.ndarray:
     """Nats per character of `samples` draws of as many windows as there
