@@ -532,9 +532,9 @@ for temperature in (1.0, fitted_temperature):
     scaled = test_logits / temperature
     top = confidence(scaled)
     temperature_rows.append((
-        f"{temperature:.3f}", nats(scaled, test_targets).mean(),
-        expected_calibration_error(top, top_right), top.mean(),
-        top_right.mean()))
+        f"{temperature:.3f}", float(nats(scaled, test_targets).mean()),
+        expected_calibration_error(top, top_right), float(top.mean()),
+        float(top_right.mean())))
 Table(temperature_rows, ["T", "loss (nats/char)", "ECE (10 bins)",
                          "mean confidence", "accuracy"], digits=4)
 
