@@ -23,6 +23,7 @@
 # the end lists them all.
 
 # %%
+#| echo: false
 #| default_exp evaluate
 import json
 import math
@@ -54,10 +55,14 @@ print(f"{len(train):,} training and {len(val):,} validation characters")
 # zero and an infinite loss. You could reserve a little probability for
 # an "unknown" character instead, but then the score would depend on how
 # much you reserve, and a character-level network has no embedding for
-# it either. So `char_ids` refuses such a character, with a message that
-# says which and what to do.
+# it either. So `char_ids`, which turns a text into those integers,
+# refuses such a character, with a message that says which and what to
+# do. (The section's plumbing, such as `char_ids` and the count tables
+# below, is in `mlxllm/evaluate.py` and not printed here; the listings
+# show the models.)
 
 # %%
+#| echo: false
 #| export
 import bz2
 import lzma
@@ -220,6 +225,7 @@ Table([(f"{k:g}", held_bigram[k]) for k in ADD_K],
 # {{ int(63 / math.log2(V)) }} for {{ V }} characters.
 
 # %%
+#| echo: false
 #| export
 def gram_codes(windows: np.ndarray, base: int) -> np.ndarray:
     """Each row of ids read as one number in the given base."""
@@ -246,10 +252,13 @@ class CountTable:
         return np.where(self.codes[at] == query, self.counts[at], 0)
 
 # %% [markdown]
-# `gram_codes` is Horner's rule run on all rows at once. The context of
-# an n-gram, its first $n - 1$ characters, is its code divided by $V$
-# (integer division drops the last digit), and its last $n - 1$
-# characters are the code modulo $V^{n-1}$. Both facts come back below.
+# The counts of every order are kept as sorted arrays of integers: an
+# n-gram's characters, read as the digits of a number in base $V$, give
+# it one code, and looking counts up is a binary search
+# (`np.searchsorted`). The context of an n-gram, its first $n - 1$
+# characters, is its code divided by $V$ (integer division drops the last
+# digit), and its last $n - 1$ characters are the code modulo $V^{n-1}$.
+# Both facts come back below.
 #
 # ### Smoothing by interpolation
 #
@@ -293,12 +302,16 @@ class CountTable:
 # before it, its *continuation count*, in place of $c(g)$. The discount
 # of each order comes from its counts of counts, $D = n_1 / (n_1 + 2
 # n_2)$, where $n_1$ and $n_2$ are how many n-grams of that order have
-# count 1 and 2 (Chen & Goodman, 1998). `Level` holds what one order
-# needs, and `NGramCounts` builds every order from one pass over the
-# text per order.
+# count 1 and 2 (Chen & Goodman, 1998). `NGramCounts` builds every
+# order from one pass over the text per order. A continuation count needs
+# no second pass: each distinct $(n+1)$-gram is one (preceding character,
+# n-gram) pair, and its code modulo $V^n$ is that n-gram, so tallying
+# those codes over the distinct $(n+1)$-grams counts, for each n-gram,
+# the different characters seen before it.
 
 
 # %%
+#| echo: false
 #| export
 @dataclass
 class Level:
@@ -328,6 +341,7 @@ class Level:
         return self.grams[codes], self.totals[contexts], self.types[contexts]
 
 # %%
+#| echo: false
 #| export
 class NGramCounts:
     """A text's n-gram counts at every order up to max_order, and the
@@ -353,21 +367,6 @@ class NGramCounts:
             for n in range(1, max_order)}
 
 # %% [markdown]
-# What to notice:
-#
-# - In `Level.of`, the sorted n-gram codes divided by $V$ are the sorted
-#   context codes, so `np.unique` finds where each context's run of
-#   n-grams starts; `np.add.reduceat` sums each run into $c(h)$, and the
-#   run lengths are $T(h)$.
-# - A continuation count needs no second pass over the text. Each
-#   distinct $(n+1)$-gram is one (preceding character, n-gram) pair, and
-#   its code modulo $V^n$ is that n-gram; tallying those codes over the
-#   distinct $(n+1)$-grams counts, for each n-gram, the different
-#   characters seen before it.
-# - The `if n1` guard is for a toy text with no n-gram seen once (a
-#   periodic string), where the estimate would give $D = 0$ and zero
-#   probability to everything unseen.
-#
 # The three smoothings are one function each, from an order's counts, a
 # batch of n-gram codes and the next order down's probabilities `lower`
 # to this order's probabilities. A context that training never saw has no
@@ -437,6 +436,7 @@ def interpolated(counts: NGramCounts, windows: np.ndarray,
 # context, and the loss on a text.
 
 # %%
+#| echo: false
 #| export
 class NGramModel:
     """p(next character | the order - 1 characters before it), smoothed
@@ -474,14 +474,10 @@ class NGramModel:
         return float(-np.log(np.concatenate([*first, rest])).mean())
 
 # %% [markdown]
-# What to notice:
-#
-# - `nats_per_char` conditions each character on the characters before it
-#   in the same text. The first `order - 1` have fewer before them, so
-#   each is scored alone through a narrower window, which makes a
-#   narrower window's top order use plain counts, as it should.
-# - `distribution` builds $V$ rows with the same context and each
-#   possible next character, so both methods share one code path.
+# `NGramModel` puts the orders together: given an order and a smoothing,
+# `nats_per_char` scores a text with each character conditioned on the
+# characters before it in that text, and `distribution` gives the
+# probabilities of every next character after a context.
 #
 # Before trusting any number from it, check that every distribution sums
 # to 1, for a context seen in training and for nonsense, and that the
@@ -717,12 +713,13 @@ assert kn_val[kn_beats - 1] < best_compressor_nats < bigram_val_nats
 #
 # ## All the baselines
 #
-# The exported `baselines` repeats the whole section for any pair of
-# texts, for the command `mlxllm eval`: it chooses $k$ and the orders on
-# the last 10% of the training text, refits on all of it, and scores the
-# text.
+# The exported `baselines` (in the module, not printed) repeats the
+# whole section for any pair of texts, for the command `mlxllm eval`: it
+# chooses $k$ and the orders on the last 10% of the training text, refits
+# on all of it, and scores the text.
 
 # %%
+#| echo: false
 #| export
 def held_out_choices(train: str,
                      max_order: int) -> tuple[float, dict[str, int]]:
@@ -767,6 +764,7 @@ artifact_path("10_evaluation_01/baselines.json").write_text(
     json.dumps(record, indent=2))
 
 # %%
+#| echo: false
 #| label: tbl-baselines
 #| tbl-cap: Every baseline on the validation text, fitted on the training text. Settings chosen on held-out training text; compressors primed with the training text.
 names = {"uniform": "uniform", "unigram": "unigram", "bigram": "bigram",

@@ -17,6 +17,7 @@
 # character 70%, is that character right 70% of the time?
 
 # %%
+#| echo: false
 #| default_exp evaluate
 import re
 from collections import Counter
@@ -216,7 +217,8 @@ else:
 #
 # ## Which characters are hard
 #
-# The second cut is by what is predicted. The function below sorts every
+# The second cut is by what is predicted. `char_classes` (in
+# `mlxllm/evaluate.py`; its code is not printed) sorts every
 # character of a text into one of six classes: the lines that open a
 # speech ("ROMEO:", and the odd "Pedant:"), first letters of words, the
 # later letters of words, spaces, newlines, and everything else
@@ -226,6 +228,7 @@ else:
 
 # %%
 #| export
+#| echo: false
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -500,6 +503,7 @@ def top_predictions(model: GPT, ids: np.ndarray,
 
 # %%
 #| export
+#| echo: false
 @dataclass
 class Calibration:
     """Predictions binned by confidence: per bin, how many there are,
@@ -541,11 +545,10 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray,
     return float(np.sum(table.counts[filled] * gaps) / table.counts.sum())
 
 # %% [markdown]
-# What to notice: `searchsorted` finds for each confidence the first edge
-# at or above it, so a confidence of exactly 0.1 falls in the first bin,
-# as Guo et al.'s intervals have it; `bincount` with weights sums the
-# confidences and the hits of each bin in one pass, and an empty bin
-# gets NaN rather than a made-up zero. On the small model:
+# `calibration_table` and `expected_calibration_error`, in the module,
+# do exactly that: a confidence of exactly 0.1 falls in the first bin, as
+# Guo et al.'s intervals have it, and an empty bin gets NaN rather than a
+# made-up zero. On the small model:
 
 # %%
 top_prob, correct = top_predictions(model, val_ids)

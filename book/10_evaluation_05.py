@@ -31,6 +31,7 @@
 # length $m_i - 1$ instead of at 1.
 
 # %%
+#| echo: false
 #| default_exp evaluate
 import textwrap
 import time
