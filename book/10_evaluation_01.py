@@ -515,6 +515,7 @@ print("  ".join(f"{vocab[i]!r} {after_prompt[i]:.3f}"
 # it.
 
 # %%
+#| echo: false
 add_k_order_5 = NGramModel(counts, 5, "add_k", k=bigram_k).nats_per_char(val)
 space_code = np.array([vocab.index(" ")])
 space_continuation = counts.continuation[1]
@@ -547,6 +548,7 @@ def by_order(counts: NGramCounts, text: str, smoothing: str) -> list[float]:
             for order in range(1, counts.max_order + 1)]
 
 # %%
+#| echo: false
 smoothing_names = {"witten_bell": "Witten-Bell", "kneser_ney": "Kneser-Ney"}
 fit_counts = NGramCounts(fit, max_order, vocab)
 held_curves = {s: by_order(fit_counts, held_out, s) for s in smoothing_names}

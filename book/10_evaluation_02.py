@@ -54,6 +54,7 @@ print(f"{book_config.steps:,} steps of {book_config.batch_size} windows, "
 # four shapes and says how many tokens a quarter of an hour buys each.
 
 # %%
+#| echo: false
 #| label: tbl-sizes
 #| tbl-cap: One compiled training step of four shapes on this CPU (median of a few), and what 15 minutes of such steps would train. Batch 16, context 128 (the baby shape at its own context 64, batch 12).
 def time_step(config: GPTConfig, batch_size: int, repeats: int) -> float:
@@ -223,6 +224,7 @@ left.set_ylim(min(min(history["val_loss"]), min(lines.values())) - 0.1,
 # first evaluation at which the model's validation loss is below it.
 
 # %%
+#| echo: false
 #| label: tbl-crossings
 #| tbl-cap: The first evaluation at which the small model's validation loss is below each baseline (empty where it never is).
 def first_below(value: float) -> int | None:

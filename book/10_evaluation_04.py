@@ -343,6 +343,7 @@ else:
 # rest:
 
 # %%
+#| echo: false
 seen_speakers = {line for _, line in speech_openers(train_text)}
 name_parts = {True: ([], []), False: ([], [])}
 for start, line in speech_openers(val_text):
@@ -403,6 +404,7 @@ else:
 # exclamations drop out) ranks the lines from easiest to hardest:
 
 # %%
+#| echo: false
 line_rows = []
 start = 0
 for line in val_text.split("\n"):
@@ -428,6 +430,7 @@ for loss, line in line_rows[-4:]:
 # hardest:
 
 # %%
+#| echo: false
 train_words = Counter(re.findall(r"[a-z]+", train_text.lower()))
 
 

@@ -228,6 +228,7 @@ def seen_ngram_share(lengths: Sequence[np.ndarray], n: int) -> float:
     return float(np.mean(counted >= n))
 
 # %%
+#| echo: false
 #| label: tbl-memorised
 #| tbl-cap: The longest substring of each text that occurs in the training text, in characters, for the small model's samples at two temperatures and for as many excerpts of held-out validation text of the same length. The last column is the mean of the match lengths $m_i$ over all positions.
 def mean_difference(first: np.ndarray,
@@ -356,12 +357,13 @@ mccoy_sentence = (
 #
 # ## The near-copies
 #
-# Numbers hide what the matches are. The listing below prints the three
-# longest matches among all samples, each with a few characters on
+# Numbers hide what the matches are. Here are the three longest
+# matches among all samples, each with a few characters on
 # either side, first as the model wrote it and then where it occurs in
 # the training text; a `/` stands for a line break.
 
 # %%
+#| echo: false
 def excerpt(text: str, start: int, length: int, margin: int = 10) -> str:
     """text[start:start + length] in brackets with `margin` characters of
     context either side, line breaks shown as /."""
