@@ -49,7 +49,7 @@
 
 # %%
 #| label: tbl-units
-#| tbl-cap: Chapter 7's two baby models on the validation split, one loss restated six ways. Per token the BPE model looks far worse; per character it is the better of the two.
+#| tbl-cap: Chapter 7's two baby models on the validation split, one loss restated five ways. Per token the BPE model looks far worse; per character it is the better of the two.
 import mlxllm  # noqa: F401  (before mlx.core: loads OpenBLAS on Linux)
 import numpy as np
 

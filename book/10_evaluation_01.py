@@ -197,7 +197,8 @@ Table([(f"{k:g}", held_bigram[k]) for k in ADD_K],
 
 # %% [markdown]
 # With $k = 0$ the bigram would fail on the held-out part outright:
-# {{ unseen_pairs }} of its pairs never occur in the part counted, and
+# {{ unseen_pairs }} of its character pairs (occurrences, not distinct
+# pairs) never occur in the part counted, and
 # each would cost infinitely many nats. @tbl-add-k shows the rest: from
 # $k$ = 0.01 to 1 the held-out loss moves by {{ add_k_spread:.4f }}
 # nats, because {{ len(fit):,}} characters of counts dwarf a few added
@@ -635,10 +636,8 @@ same_choice = orders == {"witten_bell": wb_val_best,
 # spends $\ell$ bits on a text implicitly gives that text probability
 # $2^{-\ell}$, and an arithmetic coder turns a model's probability $p$
 # for each symbol into $-\log_2 p$ bits. So a compressed size, in bits
-# per character, is a loss like the models', counted in bits, plus a
-# little overhead. Compressors count bits: since $\log_2 p = \ln p / \ln 2$,
-# bits per character are nats per character divided by
-# $\ln 2 \approx 0.693$, and nats are bits times $\ln 2$.
+# per character, is a loss like the models', counted in bits (the
+# Units section's conversion), plus a little overhead.
 #
 # To score a compressor on the same task as the models, it must see the
 # training text first. Compress the training text, then the training text
@@ -762,8 +761,9 @@ settings = {"uniform": f"V = {V}", "unigram": "frequencies",
             "zlib": "level 9", "bz2": "level 9", "lzma": "preset 9e"}
 record = {**scores, "orders": orders, "bigram_k": bigram_k,
           "best_ngram": {"smoothing": best_smoothing, "order": best_order}}
-artifact_path("10_evaluation_01/baselines.json").write_text(
-    json.dumps(record, indent=2))
+baselines_file = artifact_path("10_evaluation_01/baselines.json")
+baselines_file.write_text(json.dumps(record, indent=2))
+print(f"wrote {baselines_file.name} for the next section")
 
 # %%
 #| echo: false

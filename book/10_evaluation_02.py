@@ -5,7 +5,8 @@
 # that has to beat them: the `small` preset of chapter 7's `preset()`,
 # the largest run this book's build affords on its 2-core CPU, and the
 # model that the rest of the book fine-tunes and ships. It is chapter 7's
-# GPT, wider, with twice the context and five times the training text.
+# GPT, wider, with twice the context and {{ book_tokens / baby_tokens:.1f }}
+# times the training tokens.
 
 # %%
 import json
@@ -46,7 +47,7 @@ print(f"{book_config.steps:,} steps of {book_config.batch_size} windows, "
 # baby's, and {{ book_tokens / 1e6:.1f }} million training tokens, about
 # {{ book_tokens / len(train_ids):.1f }} passes over the training text.
 #
-# ## Choosing a size for a quarter of an hour
+# ## Choosing a size for the budget
 #
 # A budget of time is a budget of arithmetic: chapter 6's count gives the
 # FLOPs of a training token, and a timed step gives the rate this machine
@@ -89,6 +90,9 @@ for name, (config, batch) in shapes.items():
                       / seconds / 1e9,
                       tokens / 1e6, tokens / count_parameters(config)))
 baby_parameters = count_parameters(GPTConfig.baby(vocab))
+baby_run = TrainConfig()  # chapter 7's baby run
+baby_tokens = (baby_run.steps * baby_run.batch_size
+               * GPTConfig.baby(vocab).context)
 table_load = os.getloadavg()[0]  # other work sharing the two cores
 fastest_row = max(size_rows, key=lambda row: row[3])
 budget_product = size_rows[0][1] * 1e6 * size_rows[0][4] * 1e6  # N * D
@@ -171,9 +175,10 @@ small_val = history["val_loss"][-1]
 small_minutes = clock["seconds"][-1] / 60
 
 # %% [markdown]
-# The log above has one line per evaluation, each on the whole
-# validation split. (A build that found the run finished printed only
-# the line that says where it resumed.) The run ends at
+# While it trains, the run logs one line per evaluation, each on the
+# whole validation split; a build that finds the run finished, like the
+# one that printed this page, resumes at its last step and prints only
+# that. The run ends at
 # {{ small_val:.3f }} nats per character, against {{ baby_val:.3f }} for
 # chapter 7's baby model. It took {{ small_minutes:.1f }} minutes of
 # wall-clock time, evaluations included, while the machine's load
@@ -191,7 +196,7 @@ small_minutes = clock["seconds"][-1] / 60
 # %%
 #| echo: false
 #| label: fig-small-curve
-#| fig-cap: Validation loss of the small model at each evaluation against training tokens (left, logarithmic) and wall-clock minutes on this CPU (right), with the baselines of the previous section as dashed lines. Where the curve passes a line, the model has caught up with that baseline.
+#| fig-cap: Validation loss of the small model at each evaluation against training tokens (left, logarithmic) and wall-clock minutes on this CPU while other work also ran on it (right), with the baselines of the previous section that lie below its first evaluation as dashed lines. Where the curve passes a line, the model has caught up with that baseline.
 baselines = json.loads(
     artifact_path("10_evaluation_01/baselines.json").read_text())
 lines = {name: baselines[name] for name in ("unigram", "bigram", "zlib",
@@ -200,8 +205,14 @@ lines = {name: baselines[name] for name in ("unigram", "bigram", "zlib",
 tokens_per_step = run_config.batch_size * model_config.context
 eval_tokens = np.array(history["eval_step"]) * tokens_per_step
 eval_minutes = np.array(clock["seconds"]) / 60
+shown = {"witten_bell": "Witten-Bell", "kneser_ney": "Kneser-Ney"}
+label_at, previous = {}, None  # labels at least 0.05 nats apart
+for name, value in sorted(lines.items(), key=lambda item: item[1]):
+    previous = value if previous is None else max(value, previous + 0.05)
+    label_at[name] = previous
 fig, (left, right) = plt.subplots(1, 2, figsize=(6.4, 2.9), sharey=True)
-for axes, x, label in ((left, eval_tokens, "training tokens"),
+for axes, x, label in ((left, eval_tokens / 1e6,
+                        "training tokens (millions)"),
                        (right, eval_minutes, "minutes (this CPU)")):
     axes.plot(x, history["val_loss"], "o-", markersize=3, color="C0",
               label="small model")
@@ -210,13 +221,15 @@ for axes, x, label in ((left, eval_tokens, "training tokens"),
         axes.axhline(value, color=f"C{index + 1}", linestyle="--",
                      linewidth=0.9)
         if axes is right:
-            axes.annotate(name.replace("_", "-"), (1.01, value),
+            axes.annotate(shown.get(name, name), (1.01, label_at[name]),
                           xycoords=("axes fraction", "data"), fontsize=7,
                           va="center", color=f"C{index + 1}")
     axes.set_xlabel(label)
 left.set_xscale("log")
+left.set_xticks([0.25, 0.5, 1, 2, 4], ["0.25", "0.5", "1", "2", "4"])
+left.minorticks_off()
 left.set_ylabel("validation loss (nats/char)")
-left.set_ylim(min(min(history["val_loss"]), min(lines.values())) - 0.1,
+_ = left.set_ylim(min(min(history["val_loss"]), min(lines.values())) - 0.1,
               max(lines.values()) + 0.3)
 
 # %% [markdown]
@@ -226,7 +239,7 @@ left.set_ylim(min(min(history["val_loss"]), min(lines.values())) - 0.1,
 # %%
 #| echo: false
 #| label: tbl-crossings
-#| tbl-cap: The first evaluation at which the small model's validation loss is below each baseline (empty where it never is).
+#| tbl-cap: The first evaluation at which the small model's validation loss is below each baseline of the figure (empty where it never is).
 def first_below(value: float) -> int | None:
     """Index of the first evaluation below `value`, or None."""
     return next((index for index, loss in enumerate(history["val_loss"])
@@ -238,7 +251,7 @@ crossing_rows = []
 for name, value in sorted(lines.items(), key=lambda item: -item[1]):
     at = crossings[name]
     crossing_rows.append(
-        (name, value) + (("", "", "") if at is None else
+        (shown.get(name, name), value) + (("", "", "") if at is None else
                          (history["eval_step"][at], eval_tokens[at] / 1e6,
                           eval_minutes[at])))
 Table(crossing_rows,
@@ -249,13 +262,15 @@ Table(crossing_rows,
 #
 # The best n-gram of the previous section is the line that matters: it is
 # the strongest model in this chapter that no one trained. Whether the
-# small model passes it in a quarter of an hour, and if not how long it
-# would need, is a question for the curve. Losses of language models fall
-# with training tokens roughly as a power law towards a floor (Kaplan et
-# al., 2020), $L(D) \approx c + a D^{-b}$, and a fit of that form to the
+# small model passes it in this budget, and if not how long it would
+# need, is a question for the curve. Losses of language models fall with
+# training tokens roughly as a power law (Kaplan et al., 2020), towards a
+# floor that no amount of data removes (Hoffmann et al., 2022),
+# $L(D) \approx c + a D^{-b}$, and a fit of that form to the
 # evaluations after the first tenth of the run gives a prediction.
 
 # %%
+#| echo: false
 def fit_power_law(tokens: np.ndarray,
                   losses: np.ndarray) -> tuple[float, float, float]:
     """(a, b, c) of loss = c + a * tokens**-b, least squares in the loss,
@@ -277,13 +292,26 @@ scale, exponent, floor = fit_power_law(eval_tokens[tail],
                                        np.array(history["val_loss"])[tail])
 best_ngram_name = min(("witten_bell", "kneser_ney"), key=lines.get)
 best_ngram = lines[best_ngram_name]
-print(f"fit: {floor:.3f} + {scale:.3g} * D^-{exponent:.3f}")
+print(f"fit: {floor:.3f} + {scale:.3g} * D^-{exponent:.3f}"
+      + (" (the floor at the grid's edge: no floor shows yet)"
+         if floor == 0 else ""))
 print(f"best n-gram ({best_ngram_name}): {best_ngram:.3f}; "
       f"small model: {small_val:.3f}")
 
 # %%
 #| echo: false
 tokens_per_second = eval_tokens[-1] / clock["seconds"][-1]
+
+
+def duration(seconds: float) -> str:
+    """'40 seconds', '12 minutes' or '3.5 hours'."""
+    if seconds < 90:
+        return f"{seconds:.0f} seconds"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds / 3600:.1f} hours"
+
+
 if small_val < best_ngram:
     crossed = crossings[best_ngram_name]
     outcome = (
@@ -307,12 +335,13 @@ else:
         f"reaches it after {needed / 1e6:.0f} million tokens, "
         f"{needed / eval_tokens[-1]:.1f} times this run's, which at this "
         f"run's {tokens_per_second:,.0f} tokens per second is "
-        f"{needed / tokens_per_second / 3600:.1f} hours here. On a "
+        f"{duration(needed / tokens_per_second)} here. On a "
         "MacBook GPU sustaining 1 to 4 TFLOP/s, rates chosen to bracket "
         "what such a GPU might reach and not measured here, the same "
-        f"{needed_flops / 1e15:.0f} PFLOP would take "
-        f"{60 * mac_hours[4e12]:.0f} to {60 * mac_hours[1e12]:.0f} "
-        "minutes (computed, not measured). Read it as an order of "
+        f"{needed_flops / 1e15:.2f} PFLOP would take "
+        f"{duration(3600 * mac_hours[4e12])} to "
+        f"{duration(3600 * mac_hours[1e12])} (computed, not measured). "
+        "Read it as an order of "
         "magnitude and a lower bound: the fit treats more tokens as a "
         "continuation of this one run, whose last stretch owes part of its "
         "fall to the learning rate decaying to its end, and more tokens "

@@ -175,19 +175,23 @@ assert baby_estimate.low < baby_estimate.nats_per_char < baby_estimate.high
 bz2_side = "below" if small_estimate.nats_per_char < bz2_nats else "above"
 within = small_estimate.low <= bz2_nats <= small_estimate.high
 bz2_inside = "inside" if within else "outside"
-bz2_verdict = ("the two are tied: the text cannot tell them apart" if within
-               else f"the model is {bz2_side} bz2 by more than the text's "
-               "uncertainty")
+bz2_verdict = ("the model's edge is smaller than the uncertainty of its own "
+               "number, and the split cannot rank the two" if within
+               else f"the model is {bz2_side} bz2 by more than the "
+               "uncertainty of its own number")
 
 # %% [markdown]
 # Each interval is about {{ baby_estimate.high - baby_estimate.low:.3f }}
 # nats wide for the baby and {{ small_estimate.high - small_estimate.low:.3f }}
 # for the small model ({{ small_losses.shape[0]:, }} windows of
-# {{ small.config.context }} characters: fewer, longer windows). That
-# settles a question the previous section left open. The small model
+# {{ small.config.context }} characters: fewer windows, and the
+# characters within a window are not independent draws). That puts
+# the previous section's last crossing in proportion. The small model
 # ended {{ abs(small_estimate.nats_per_char - bz2_nats):.3f }} nats
 # {{ bz2_side }} bz2's {{ bz2_nats:.3f }}; bz2's figure lies
-# {{ bz2_inside }} the model's interval, so on this split {{ bz2_verdict }}.
+# {{ bz2_inside }} the model's interval, so {{ bz2_verdict }}. (bz2 has
+# no per-window losses, so the tighter paired comparison of the next
+# paragraph is not available for it.)
 #
 # Compare the interval with the estimate
 # nanoGPT prints, the mean loss of 20 random batches of 12 windows,
@@ -256,9 +260,12 @@ for seed, value in seed_vals.items():
 # %% [markdown]
 # Three seeds land {{ seed_spread:.3f }} nats apart from lowest to
 # highest, against a bootstrap interval {{ baby_estimate.high - baby_estimate.low:.3f }}
-# wide. Both are of the order of a hundredth of a nat, and they add: a
-# difference between two training recipes smaller than a few hundredths
-# of a nat, measured from one run of each, is not yet a difference. To
-# claim one, run several seeds of each and compare the means, with the
-# seed-to-seed spread as the yardstick; the whole-split interval only
-# tells you that the text was not the problem.
+# wide. The two answer different questions. The interval is about the
+# text: how far another sample of Shakespeare would move this model's
+# number. When two models are scored on the same split, most of that
+# cancels, because a window that is hard for one is hard for the other,
+# and a paired comparison (the difference window by window) is much
+# tighter. The seed spread does not cancel: it is how far the same
+# recipe lands from itself. A difference between two training recipes
+# no larger than that spread, measured from one run of each, is not yet
+# a difference; run several seeds of each and compare the means.

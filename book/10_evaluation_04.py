@@ -154,9 +154,9 @@ elif network_wins == len(counted):
 else:
     short_contexts = (
         f"The network beats the Kneser-Ney model at {network_wins} of "
-        f"those {len(counted)} short contexts and loses at the others: "
-        "with a handful of characters, counting a megabyte of text is "
-        "about as good as this network")
+        f"those {len(counted)} short contexts and loses at the others, "
+        "where counting a megabyte of text gives the better guess from "
+        "the same handful of characters")
 best_counted = min(counted)
 if tail_loss < best_counted:
     long_contexts = (
@@ -420,9 +420,9 @@ for loss, line in line_rows[-4:]:
     print(f"{loss:.2f}  {line}")
 
 # %% [markdown]
-# The lines at the bottom of the list are plain words in a common order;
-# those at the top are heavy with names and, where the split has some,
-# Latin. (A line that straddles the start of a window also pays a little
+# The lines at the top of the list, the easiest, are plain words in a
+# common order; those at the bottom, the hardest, are heavy with names
+# and, where the split has some, Latin. (A line that straddles the start of a window also pays a little
 # extra, the early token curse again, but the two ends of the list are
 # far apart.) To check the pattern beyond eight lines, count for each
 # line the share of its words that occur fewer than five times in the
@@ -458,7 +458,7 @@ for name, share in rare.items():
 # seen often from its first few letters; a word it has seen a few times
 # or never, it must spell out letter by letter, and it pays for each.
 # This is the cheapest way to find what a model has not learned: sort
-# its text by loss and read the top of the list.
+# its text by loss and read the costliest lines.
 #
 # ## Does it know when it is right?
 #
@@ -602,6 +602,11 @@ worst_bin = int(np.nanargmax(np.where(populated, np.abs(gaps), np.nan)))
 overall_gap = top_prob.mean() - correct.mean()
 leaning = "over" if overall_gap > 0 else "under"
 worst_low, worst_high = calibration.edges[worst_bin:worst_bin + 2]
+binning_note = (
+    "when every bin leans the same way, the ECE is just the overall gap, "
+    "whatever the binning" if over_bins in (0, populated.sum()) else
+    "in general the number depends on the binning, so compare ECEs only "
+    "at the same one")
 if over_bins in (0, populated.sum()):
     bin_pattern = (f"{'above' if over_bins else 'below'} the share right "
                    f"in every one of the {populated.sum()} bins")
@@ -619,10 +624,9 @@ else:
 # {{ calibration.confidence[worst_bin]:.1%}} and is right
 # {{ calibration.accuracy[worst_bin]:.1%}} of the time. The expected
 # calibration error is {{ ece:.3f }}: on average, a stated confidence is
-# off by {{ ece * 100:.1f }} percentage points. The number depends on
-# the binning: with Guo et al.'s 15 bins instead of 10 the same
-# predictions give {{ ece_15:.3f }}, so compare ECEs only at the same
-# binning.
+# off by {{ ece * 100:.1f }} percentage points. With Guo et al.'s 15
+# bins instead of 10 the same predictions give {{ ece_15:.3f }};
+# {{ binning_note }}.
 #
 # Why should a language model be calibrated at all? Cross-entropy is a
 # *proper scoring rule*: its expected value is lowest when the predicted
@@ -636,8 +640,10 @@ else:
 # well as about fit.
 #
 # Calibration matters for what comes later in the book. Chapter 9's
-# temperature rescales exactly these probabilities, and a sampler set to
-# keep everything above 10% (min-p, top-p) trusts that 10% means 10%.
+# temperature rescales exactly these probabilities, and its min-p and
+# top-p samplers cut the tail where the probabilities say it is thin
+# (min-p below a fraction of the top probability, top-p beyond a share
+# of the mass), which is only as good as the probabilities.
 # And the top choice is only one of {{ tokenizer.vocab_size }}
 # probabilities at each position: the same check over every entry of the
 # distribution, or on text unlike the training text, can tell a

@@ -236,7 +236,7 @@ print(f"order {max_order}: D = {top_level.discount:.3f}; "
 # %%
 #| echo: false
 #| label: fig-ch10-modified-kn
-#| fig-cap: Interpolated Kneser-Ney with one discount and modified Kneser-Ney with three, counted on the training text and scored on validation, by order (left, from order 3, where the curves part), and the second's loss minus the first's at every order (right).
+#| fig-cap: Interpolated Kneser-Ney with one discount and modified Kneser-Ney with three, counted on the training text and scored on validation, by order (left, from order 3, where the gap becomes visible at this scale), and the second's loss minus the first's at every order (right).
 curves = {"interpolated": by_order(counts, val_text, "kneser_ney"),
           "modified": [ModifiedKneserNey(counts, order, modified_step)
                        .nats_per_char(val_text)
@@ -477,7 +477,7 @@ tail_words = f"within {tail_gap:.4f} of"
 # {{ non_overlapping:.4f }}, and {{ tail_words }} the mean over the last
 # half of positions in @fig-loss-by-position, {{ last_half:.4f }}. That
 # agreement is expected: both numbers average predictions made with
-# {{ half }} to {{ context - 1 }} characters of context, and half of the
+# {{ half + 1 }} to {{ context }} characters of context, and half of the
 # sliding number's characters are the other's. {{ half_agreement }}.
 # So the mean over the last half of positions, which costs nothing
 # beyond the standard evaluation, already estimates the loss of the
@@ -796,7 +796,7 @@ assert all(map(np.array_equal, found, reference))
 Table([("match_lengths", 0.0, "", 1e6 * find_seconds / positions),
        ("suffix array", build_seconds, f"{suffixes.nbytes / 1e6:.1f}",
         1e6 * search_seconds / positions)],
-      ["method", "build (s)", "index (MB)", "µs per position"], digits=1)
+      ["method", "build (s)", "index (MB)", "µs per position"], digits=2)
 
 # %%
 #| echo: false
