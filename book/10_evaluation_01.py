@@ -173,6 +173,7 @@ def bigram_nats(probs: np.ndarray, ids: np.ndarray) -> float:
 ADD_K = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0)  # the k values the bigram tries
 
 # %%
+#| echo: false
 fit, held_out = split_train_val(train)
 fit_ids, held_ids = char_ids(fit, vocab), char_ids(held_out, vocab)
 seen_pairs = np.zeros((V, V), dtype=bool)

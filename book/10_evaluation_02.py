@@ -135,6 +135,7 @@ Table(size_rows, ["shape", "M params", "ms/step", "GFLOP/s",
 # belongs to this model, this schedule and this tokenizer.
 
 # %%
+#| echo: false
 run_config = TrainConfig(**{
     **vars(book_config),
     "steps": pick(smoke=20, book=book_config.steps),

@@ -124,6 +124,7 @@ fig.tight_layout()
 # from the first position's loss down to the second half's:
 
 # %%
+#| echo: false
 starts = [1, 2] + [2 ** k + 1 for k in range(1, int(np.log2(context)))]
 ends = [start - 1 for start in starts[1:]] + [context]
 gain = position_loss[0] - tail_loss
@@ -476,6 +477,7 @@ for name, share in rare.items():
 # instead of the loss of the true one.
 
 # %%
+#| echo: false
 #| export
 def top_predictions(model: GPT, ids: np.ndarray,
                     batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:

@@ -150,9 +150,12 @@ assert np.array_equal(found["naive"], found["greedy"])
 # two temperatures, each after a newline, with the same seeds at both;
 # then cut as many excerpts of the same length from the validation
 # text, each starting at the beginning of a line, spread evenly over
-# the split.
+# the split. (That code is not printed: it loads the model as the
+# earlier sections do, samples with chapter 9's `generate_tokens`, and
+# keeps the texts of each kind in a dict, `texts`.)
 
 # %%
+#| echo: false
 def load_run(folder: Path) -> tuple[GPT, object, dict]:
     """The model of a run directory's last checkpoint, its tokenizer and
     its record."""
@@ -217,6 +220,7 @@ for kind, values in longest.items():
 # when $m_i \geq n$, so both come from the same matching statistics.
 
 # %%
+#| echo: false
 #| export
 def seen_ngram_share(lengths: Sequence[np.ndarray], n: int) -> float:
     """The share of the n-grams of some texts that occur in the corpus,
