@@ -207,9 +207,12 @@ tokens_per_step = run_config.batch_size * model_config.context
 eval_tokens = np.array(history["eval_step"]) * tokens_per_step
 eval_minutes = np.array(clock["seconds"]) / 60
 shown = {"witten_bell": "Witten-Bell", "kneser_ney": "Kneser-Ney"}
-label_at, previous = {}, None  # labels at least 0.05 nats apart
+low = min(min(history["val_loss"]), min(lines.values())) - 0.1
+high = max(lines.values()) + 0.3
+label_at, previous = {}, None  # labels a line of 7-point text apart
 for name, value in sorted(lines.items(), key=lambda item: item[1]):
-    previous = value if previous is None else max(value, previous + 0.05)
+    gap = 0.055 * (high - low)
+    previous = value if previous is None else max(value, previous + gap)
     label_at[name] = previous
 fig, (left, right) = plt.subplots(1, 2, figsize=(6.4, 2.9), sharey=True)
 for axes, x, label in ((left, eval_tokens / 1e6,
@@ -230,8 +233,7 @@ left.set_xscale("log")
 left.set_xticks([0.25, 0.5, 1, 2, 4], ["0.25", "0.5", "1", "2", "4"])
 left.minorticks_off()
 left.set_ylabel("validation loss (nats/char)")
-_ = left.set_ylim(min(min(history["val_loss"]), min(lines.values())) - 0.1,
-              max(lines.values()) + 0.3)
+_ = left.set_ylim(low, high)
 
 # %% [markdown]
 # @tbl-crossings reads the crossings off the curve: for each baseline, the

@@ -202,7 +202,7 @@ bz2_verdict = ("the model's edge is smaller than the uncertainty of its own "
 # %%
 #| echo: false
 #| label: fig-bootstrap
-#| fig-cap: "Two answers to \"how much would the baby's validation loss move on other text?\": the bootstrap over the whole split's windows (filled), and chapter 7's repeated 20-batch estimates in nanoGPT's style (outlined), each from 240 windows. The dashed line is the whole-split loss."
+#| fig-cap: Two answers to how far the baby's validation loss would move on other text like it. Filled, the bootstrap over all the split's windows; outlined, chapter 7's repeated nanoGPT-style estimates, each from 20 batches of 12 windows. The dashed line is the loss over the whole split.
 nanogpt_estimates = np.load(artifact_path("07_training/nanogpt_estimates.npy"))
 baby_ratios = bootstrap_ratios(baby_losses.sum(axis=1),
                                np.full(len(baby_losses), 64.0))

@@ -575,7 +575,7 @@ print(f"ECE, 10 bins: {ece:.4f}; 15 bins: {ece_15:.4f}")
 # %%
 #| echo: false
 #| label: fig-reliability
-#| fig-cap: "Reliability diagram of the small model's top choices on the validation split. Top: in each bin of confidence, the share of top choices that were right (bars), the bin's mean confidence (dots) and the diagonal where the two agree; a bar below its dot is overconfidence. Bottom: how many predictions fall in each bin, in thousands."
+#| fig-cap: Reliability diagram of the small model's top choices on the validation split. Top: in each bin of confidence, the share of top choices that were right (bars), the bin's mean confidence (dots) and the diagonal where the two agree; a bar below its dot is overconfidence. Bottom: how many predictions fall in each bin, in thousands.
 fig, (top, bottom) = plt.subplots(
     2, 1, figsize=(5.2, 3.8), sharex=True,
     gridspec_kw={"height_ratios": [3, 1]})
