@@ -1,20 +1,38 @@
-"""mlxllm.evaluate: n-gram distributions, smoothing checked by hand, compressors."""
+"""mlxllm.evaluate: n-gram baselines checked by hand, compressors, the loss and its
+interval, where the loss is, calibration and matching statistics."""
 
 from __future__ import annotations
 
 import math
 import random
 
+import mlx.core as mx
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlxllm.evaluate import (
+    CHAR_CLASSES,
     NGramCounts,
     NGramModel,
     baselines,
+    bootstrap_interval,
+    calibration_table,
+    char_classes,
     char_ids,
     compressor_bits_per_char,
+    expected_calibration_error,
+    longest_match,
+    match_lengths,
+    score_text,
+    seen_ngram_share,
+    speech_openers,
+    token_losses,
+    top_predictions,
 )
+from mlxllm.model import GPT, GPTConfig
+from mlxllm.tokenizer import BPETokenizer
 
 TOY = "aabab"
 SENTENCE = "the cat sat on the mat; the dog sat on the log."
@@ -155,10 +173,6 @@ def test_baselines_on_a_markov_text() -> None:
 
 
 # What it has memorised (book/10_evaluation_05.py): matching statistics against a corpus.
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from mlxllm.evaluate import longest_match, match_lengths, seen_ngram_share  # noqa: E402
 
 
 def brute_match_lengths(sample: str, corpus: str) -> list[int]:
@@ -218,19 +232,6 @@ def test_seen_ngram_share_counts_ngrams(samples: list[str], corpus: str, n: int)
 
 
 # Where the loss is (book/10_evaluation_04.py): character classes, calibration
-
-import mlx.core as mx  # noqa: E402
-
-from mlxllm.evaluate import (  # noqa: E402
-    CHAR_CLASSES,
-    calibration_table,
-    char_classes,
-    expected_calibration_error,
-    speech_openers,
-    token_losses,
-    top_predictions,
-)
-from mlxllm.model import GPT, GPTConfig  # noqa: E402
 
 
 def test_char_classes_by_hand() -> None:
@@ -294,3 +295,35 @@ def test_top_predictions_agree_with_argmax_and_token_losses() -> None:
     assert losses[correct] == pytest.approx(-np.log(top_prob[correct]), abs=1e-5)
     with pytest.raises(ValueError, match="too few"):
         top_predictions(model, ids[:8])
+
+
+def test_score_text_restates_the_token_losses_per_character() -> None:
+    text = "ROMEO:\nBut soft, what light through yonder window breaks?\n" * 6
+    tokenizer = BPETokenizer.train(text, 300)
+    mx.random.seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context=8, n_layer=1,
+                          n_head=2, n_embd=16))
+    model.eval()
+    estimate = score_text(model, tokenizer, text, samples=200)
+    ids = tokenizer.encode(text)
+    losses = token_losses(model, np.array(ids))
+    scored = ids[1:1 + losses.size]  # the predicted tokens, window by window
+    chars = len(tokenizer.decode(scored))
+    assert estimate.tokens == losses.size and estimate.chars == chars
+    assert estimate.nats_per_char == pytest.approx(losses.sum() / chars, rel=1e-5)
+    assert estimate.low <= estimate.nats_per_char <= estimate.high
+    assert estimate.bits_per_char == pytest.approx(estimate.nats_per_char / math.log(2))
+
+
+def test_the_bootstrap_interval_contains_the_estimate_and_shrinks_with_more_text() -> None:
+    rng = np.random.default_rng(0)
+    nats = rng.gamma(2.0, 1.0, 4000)
+    chars = np.full(4000, 64.0)
+    widths = []
+    for windows in (100, 400, 1600):
+        low, high = bootstrap_interval(nats[:windows], chars[:windows], seed=1)
+        assert low < nats[:windows].sum() / chars[:windows].sum() < high
+        widths.append(high - low)
+    assert widths[0] > 1.5 * widths[1] > 2.25 * widths[2]  # about 1/sqrt(windows)
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_interval(nats, chars, level=1.0)
