@@ -129,6 +129,23 @@ def test_quoted_name_bound_twice_is_refused(tmp_path: Path) -> None:
         read_chapter(path)
 
 
+def test_a_subscript_assignment_or_a_quoted_string_binds_no_name(tmp_path: Path) -> None:
+    path = write_chapter(tmp_path, "01_store.py", """
+        # %% [markdown]
+        # # Store
+        #
+        # {{ losses.sum():.2f }} in all, {{ shares['word start']:.0%}} at words.
+
+        # %%
+        losses, shares = np.zeros(3), {"word start": 0.5}
+
+        # %%
+        word = start = 1
+        losses[1:] = losses[:-1] + word
+    """)
+    read_chapter(path)
+
+
 # executing -------------------------------------------------------------------------
 def test_failing_cell_reports_chapter_file_line_and_traceback(
         tmp_path: Path, artifacts: Path) -> None:

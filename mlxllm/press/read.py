@@ -22,6 +22,8 @@ MAX_CODE_COLUMNS = 80
 
 BOOL_OPTIONS = ("echo", "output", "eval")
 TEXT_OPTIONS = ("label", "fig-cap", "tbl-cap", "lst-cap", "default_exp")
+# a string in a quoted expression, `{{ shares['word start'] }}`: its words are no names
+STRING_LITERAL = re.compile(r"'[^']*'|\"[^\"]*\"")
 FLAG_OPTIONS = ("export",)  # `#| export`, or `#| export: module` for another module
 MODULE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 # `90_solutions_03` continues the chapter `90_solutions`: a part with its own run
@@ -305,8 +307,9 @@ def _top_level_names(cell: Cell) -> set[str]:
                 item.optional_vars for item in node.items if item.optional_vars]
         elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names.add(node.name)
-        for target in targets:
-            names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+        for target in targets:  # `x[i] = ...` binds no name; `x, y = ...` binds two
+            names |= {n.id for n in ast.walk(target)
+                      if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     return names
 
 
@@ -316,7 +319,8 @@ def _check_quoted_names(path: Path, cells: list[Cell]) -> None:
     for cell in cells:
         if cell.kind == "markdown":
             for match in inline_matches(cell.source):
-                for name in re.findall(r"(?<![.\w])[A-Za-z_]\w*", match["expr"].split(":")[0]):
+                expression = STRING_LITERAL.sub("''", match["expr"].split(":")[0])
+                for name in re.findall(r"(?<![.\w])[A-Za-z_]\w*", expression):
                     quoted.setdefault(name, cell.line + cell.source[: match.start()].count("\n"))
     first_binding: dict[str, int] = {}
     for cell in cells:
