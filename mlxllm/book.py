@@ -7,10 +7,13 @@ leaves files for later chapters.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
+
+import numpy as np
 
 PROFILES = ("smoke", "book", "full")
 T = TypeVar("T")
@@ -45,10 +48,14 @@ def artifact_path(relative: str) -> Path:
 
 
 def _cell_text(value: object, digits: int) -> str:
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
+    """A number with thousands separators (floats to `digits` places, NumPy's
+    scalars too); anything else as str() gives it."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return f"{int(value):,}"
+    if isinstance(value, numbers.Real):
+        return f"{float(value):,.{digits}f}"
     return str(value)
 
 

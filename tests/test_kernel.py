@@ -80,3 +80,13 @@ def test_a_run_survives_the_notebook_round_trip(tmp_path: Path) -> None:
     assert shown.ran and shown.printed == "printed\n" and len(shown.figures) == 1
     assert shown.value_markdown.startswith("| a | b |") and not skipped.ran
     assert run.inline == (("42",),)
+
+
+def test_a_table_formats_numpy_scalars_like_python_numbers() -> None:
+    import numpy as np
+
+    from mlxllm.book import Table
+
+    rows = [(np.float32(1.708182), np.int64(12345), 0.5, True, "x")]
+    text = Table(rows, ["f", "i", "p", "b", "s"], digits=3)._repr_markdown_()
+    assert "| 1.708 | 12,345 | 0.500 | True | x |" in text
