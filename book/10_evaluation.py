@@ -2,8 +2,10 @@
 # # How good is it?
 #
 # Chapter 7 reports one number for the model it trains, the validation
-# loss in nats per character, and you have watched it fall from 4.2 to
-# about 1.9. Nothing yet says whether 1.9 is good. Is it close to what a
+# loss in nats per character, and you have watched it fall from about
+# {{ np.log(unit_rows[0][1]):.1f }}, a uniform guess, to
+# {{ unit_rows[0][5]:.2f }}. Nothing yet says whether that is good. Is it
+# close to what a
 # counting model gets from the same text? How sure is the third decimal?
 # Where in the text does the loss go, and how much of what the model
 # writes did it simply learn by heart?

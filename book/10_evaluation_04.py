@@ -28,27 +28,20 @@ import mlx.core as mx
 import numpy as np
 
 from mlxllm.book import Table, artifact_path, pick
-from mlxllm.checkpoint import latest_checkpoint, read_checkpoint
+from mlxllm.cli import load_model
 from mlxllm.data import load_corpus, split_train_val
 from mlxllm.evaluate import NGramCounts, by_order, token_losses
 from mlxllm.evaluate import whole_windows
-from mlxllm.model import GPT, GPTConfig
-from mlxllm.tokenizer import load_tokenizer
 
 train_text, val_text = split_train_val(load_corpus())
 val_text = val_text[:pick(smoke=8192, book=None)]  # smoke: seconds
 folder = artifact_path("10_evaluation_02/small/tokenizer.txt").parent
-record, weights, _ = read_checkpoint(latest_checkpoint(folder),
-                                     optimizer=False)
-model = GPT(GPTConfig(**record["model"]))
-model.load_weights(list(weights.items()))
-model.eval()
-tokenizer = load_tokenizer(folder / "tokenizer.txt")
+model, tokenizer = load_model(folder)
 val_ids = np.array(tokenizer.encode(val_text))
 assert len(val_ids) == len(val_text)  # one id per character
 context = model.config.context
 losses = token_losses(model, val_ids)
-print(f"step {record['step']:,}: {losses.shape[0]:,} windows of "
+print(f"{losses.shape[0]:,} windows of "
       f"{context}, {losses.mean():.4f} nats/char")
 
 # %% [markdown]

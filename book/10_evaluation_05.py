@@ -35,19 +35,16 @@
 #| default_exp evaluate
 import textwrap
 import time
-from pathlib import Path
 
 import mlxllm  # noqa: F401  (before mlx.core: loads OpenBLAS on Linux)
 import matplotlib.pyplot as plt
 import numpy as np
 
 from mlxllm.book import Table, artifact_path, pick
-from mlxllm.checkpoint import latest_checkpoint, read_checkpoint
+from mlxllm.cli import load_model
 from mlxllm.data import load_corpus, split_train_val
 from mlxllm.evaluate import bootstrap_ratios
 from mlxllm.generate import generate_tokens
-from mlxllm.model import GPT, GPTConfig
-from mlxllm.tokenizer import load_tokenizer
 
 train_text, val_text = split_train_val(load_corpus())
 
@@ -156,18 +153,7 @@ assert np.array_equal(found["naive"], found["greedy"])
 
 # %%
 #| echo: false
-def load_run(folder: Path) -> tuple[GPT, object, dict]:
-    """The model of a run directory's last checkpoint, its tokenizer and
-    its record."""
-    record, weights, _ = read_checkpoint(latest_checkpoint(folder),
-                                         optimizer=False)
-    model = GPT(GPTConfig(**record["model"]))
-    model.load_weights(list(weights.items()))
-    model.eval()
-    return model, load_tokenizer(folder / "tokenizer.txt"), record
-
-
-small, tokenizer, small_record = load_run(
+small, tokenizer = load_model(
     artifact_path("10_evaluation_02/small/tokenizer.txt").parent)
 context = small.config.context
 sample_count = pick(smoke=2, book=16)

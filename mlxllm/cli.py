@@ -728,10 +728,8 @@ def eval_command(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     try:
         estimate = score_text(model, tokenizer, text, seed=args.seed)
-    except ValueError as error:
-        hint = ("; a character model reads only the characters of the text it was trained on"
-                if isinstance(tokenizer, CharTokenizer) and "vocabulary" in str(error) else "")
-        raise CommandError(f"{name}: {error}{hint}") from None
+    except ValueError as error:  # a character it cannot encode, a text shorter than a window
+        raise CommandError(f"{name}: {error}") from None
     seconds = time.perf_counter() - began
     per_token = estimate.nats_per_char * estimate.chars / estimate.tokens
     print(f"text      {name} ({len(text):,} characters)")

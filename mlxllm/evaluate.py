@@ -375,7 +375,7 @@ def score_text(model: GPT, tokenizer: object, text: str,
                     high, tokens=losses.size, chars=int(window_chars.sum()))
 
 
-# book/10_evaluation_04.py:231
+# book/10_evaluation_04.py:224
 CHAR_CLASSES = ("speaker name", "word start", "later letter", "space",
                 "newline", "punctuation")
 
@@ -409,7 +409,7 @@ def char_classes(text: str) -> np.ndarray:
     return classes
 
 
-# book/10_evaluation_04.py:480
+# book/10_evaluation_04.py:473
 def top_predictions(model: GPT, ids: np.ndarray,
                     batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """The probability of the model's likeliest next token, and whether
@@ -427,7 +427,7 @@ def top_predictions(model: GPT, ids: np.ndarray,
     return np.concatenate(top_prob), np.concatenate(correct)
 
 
-# book/10_evaluation_04.py:510
+# book/10_evaluation_04.py:503
 @dataclass
 class Calibration:
     """Predictions binned by confidence: per bin, how many there are,
@@ -469,7 +469,7 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray,
     return float(np.sum(table.counts[filled] * gaps) / table.counts.sum())
 
 
-# book/10_evaluation_05.py:55
+# book/10_evaluation_05.py:52
 def match_lengths(sample: str, corpus: str) -> np.ndarray:
     """For each position of `sample`, the length of the longest substring
     starting there that occurs in `corpus` (its matching statistics)."""
@@ -495,7 +495,7 @@ def longest_match(sample: str, corpus: str) -> tuple[int, int, int]:
     return length, start, corpus.find(sample[start:start + length])
 
 
-# book/10_evaluation_05.py:223
+# book/10_evaluation_05.py:209
 def seen_ngram_share(lengths: Sequence[np.ndarray], n: int) -> float:
     """The share of the n-grams of some texts that occur in the corpus,
     from their `match_lengths`: the n-gram at i occurs iff m_i >= n."""
