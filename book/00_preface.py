@@ -39,13 +39,14 @@
 # - an honest measure of how good the model is: baselines from a uniform guess
 #   to Kneser-Ney n-grams and compressors, the book's own Shakespeare model
 #   trained against them, intervals, calibration and memorisation
-#   (chapter 10).
+#   (chapter 10);
+# - what goes wrong in training, each failure made to happen on purpose and
+#   fixed, and a command that reads a run and says what it sees (chapter 11).
 #
-# Those ten chapters are this edition. You finish it with a model trained on
-# Shakespeare that you can sample from and score from the command line. The
-# plan goes on, in chapters not written yet, to finding out why a run goes
-# wrong, data-parallel training across processes, fine-tuning with LoRA, and
-# shipping a model. Everything you build is also a
+# Those eleven chapters are this edition. You finish it with a model trained
+# on Shakespeare that you can sample from, score and diagnose from the command
+# line. The plan goes on, in chapters not written yet, to data-parallel
+# training across processes, fine-tuning with LoRA, and shipping a model. Everything you build is also a
 # Python package, `mlxllm`: the chapters are its source, so the code you read is
 # the code you later import.
 #

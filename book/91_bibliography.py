@@ -103,6 +103,10 @@
 # - **Leviathan et al., 2023.** Yaniv Leviathan, Matan Kalman and Yossi Matias. *Fast
 #   Inference from Transformers via Speculative Decoding.* International Conference on
 #   Machine Learning (ICML 2023). arXiv:2211.17192.
+# - **Liu et al., 2020.** Liyuan Liu, Haoming Jiang, Pengcheng He, Weizhu Chen,
+#   Xiaodong Liu, Jianfeng Gao and Jiawei Han. *On the Variance of the Adaptive
+#   Learning Rate and Beyond.* International Conference on Learning Representations
+#   (ICLR 2020). arXiv:1908.03265. Why Adam needs a warm-up.
 # - **Loshchilov & Hutter, 2017.** Ilya Loshchilov and Frank Hutter. *SGDR:
 #   Stochastic Gradient Descent with Warm Restarts.* International Conference on
 #   Learning Representations (ICLR 2017). arXiv:1608.03983.
@@ -164,6 +168,12 @@
 #   Bell System Technical Journal 27, 1948.
 # - **Shazeer, 2020.** Noam Shazeer. *GLU Variants Improve Transformer.*
 #   arXiv:2002.05202, 2020.
+# - **Smith, 2017.** Leslie N. Smith. *Cyclical Learning Rates for Training Neural
+#   Networks.* IEEE Winter Conference on Applications of Computer Vision (WACV 2017).
+#   arXiv:1506.01186. The learning-rate range test.
+# - **Srivastava et al., 2014.** Nitish Srivastava, Geoffrey Hinton, Alex Krizhevsky,
+#   Ilya Sutskever and Ruslan Salakhutdinov. *Dropout: A Simple Way to Prevent Neural
+#   Networks from Overfitting.* Journal of Machine Learning Research 15, 2014.
 # - **Su et al., 2021.** Jianlin Su, Yu Lu, Shengfeng Pan, Ahmed Murtadha, Bo Wen and
 #   Yunfeng Liu. *RoFormer: Enhanced Transformer with Rotary Position Embedding.*
 #   arXiv:2104.09864, 2021.

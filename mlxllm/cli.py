@@ -1,4 +1,5 @@
-"""The `mlxllm` command line (hand-written): `train`, `generate`, `eval` and `doctor`."""
+"""The `mlxllm` command line (hand-written): `train`, `generate`, `eval`, `diagnose` and
+`doctor`."""
 
 from __future__ import annotations
 
@@ -549,7 +550,8 @@ def report_divergence(error: TrainingDiverged, run_dir: Path, config: TrainConfi
           f"Start again in a new --run-dir with a lower --learning-rate (this run: "
           f"{config.learning_rate:g}), a longer --warmup-steps ({config.warmup_steps}) or a "
           f"smaller --grad-clip ({config.grad_clip:g}); chapter 7 of the book explains each "
-          "of them.", file=sys.stderr)
+          f"of them, and {shlex.join([program(), 'diagnose', str(run_dir)])} shows what the "
+          "run recorded.", file=sys.stderr)
     return EXIT_DIVERGED
 
 
@@ -603,6 +605,9 @@ def run_training(args: argparse.Namespace, run_dir: Path, run: Run, text: str) -
         repair_compile_cache()  # Ctrl-C in the first step may have cut a kernel short
         return report_interrupt(args, run_dir, trainer.step, first_step)
     except TrainingDiverged as error:
+        from mlxllm.diagnose import record_failure
+
+        record_failure(trainer, error)
         return report_divergence(error, run_dir, run.train_config)
     print(f"done: {latest_checkpoint(run_dir)}\ntry it: "
           f"{shlex.join([program(), 'generate', '--checkpoint', str(run_dir)])} "
@@ -752,6 +757,35 @@ def eval_command(args: argparse.Namespace) -> int:
     for baseline, value in sorted(rows.items(), key=lambda item: -item[1]):
         print(f"  {baseline:<14}{value:.4f}")
     return 0
+
+
+# --- mlxllm diagnose ---------------------------------------------------------------------------
+
+EXIT_FOUND = 1  # diagnose: the run shows a problem (like a linter's findings)
+
+
+def diagnose_command(args: argparse.Namespace) -> int:
+    """Read what runs recorded (losses, learning rates, gradient norms, validation, a failure)
+    and say what looks wrong in each, with the fix and chapter 11's section; optionally draw
+    their curves."""
+    from mlxllm.diagnose import diagnose, plot_runs, read_run, report
+
+    runs = {str(run_dir): read_run(run_dir) for run_dir in args.run_dirs}
+    for index, (name, run) in enumerate(runs.items()):
+        print(("\n" if index else "") + report(name, run))
+    if args.plot is not None:
+        if args.plot.suffix.lower() not in PLOT_SUFFIXES:
+            raise CommandError(f"--plot {args.plot}: name a .png, .pdf or .svg file")
+        figure = plot_runs(runs)
+        try:
+            figure.savefig(args.plot, bbox_inches="tight")
+        except OSError as error:
+            raise CommandError(f"--plot {args.plot}: cannot write it ({error.strerror})") from None
+        print(f"\ncurves drawn in {args.plot}")
+    return EXIT_FOUND if any(diagnose(run) for run in runs.values()) else 0
+
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 # --- mlxllm doctor -----------------------------------------------------------------------------
@@ -949,6 +983,23 @@ def add_eval_command(commands: argparse._SubParsersAction) -> None:
     command.set_defaults(run=eval_command)
 
 
+def add_diagnose_command(commands: argparse._SubParsersAction) -> None:
+    """`mlxllm diagnose` and its options."""
+    command = commands.add_parser(
+        "diagnose", allow_abbrev=False, help="say what looks wrong in a training run",
+        description="Read the history that training runs recorded (loss, learning rate and "
+        "gradient norm of every step, validation loss, a divergence) and report divergence, a "
+        "bad start, a loss that does not move or is too good to be true, spikes, a learning "
+        "rate out of range and overfitting, each with the fix to try and the section of "
+        "chapter 11 that shows it. Exit status 1 when something was found.")
+    command.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                         help="run directories written by mlxllm train (or by the book)")
+    command.add_argument("--plot", type=Path, metavar="FILE",
+                         help="also draw the runs' loss and gradient norm into FILE (.png, "
+                         ".pdf or .svg)")
+    command.set_defaults(run=diagnose_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlxllm", description="The library of 'Build a Large Language Model from "
@@ -957,6 +1008,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(commands)
     add_generate_command(commands)
     add_eval_command(commands)
+    add_diagnose_command(commands)
     check = commands.add_parser("doctor", help="check this machine's MLX set-up")
     check.add_argument("--size", type=bounded(int, 1, 8192), default=1024,
                        help="matrix size n of the timed n×n product, 1 to 8192 (default 1024)")

@@ -373,6 +373,26 @@ def test_a_diverged_run_stops_keeping_its_last_finite_checkpoint(mlxllm: Callabl
     assert saved and latest_checkpoint(run_dir) == saved[-1]
     assert f"{Path('runs/baby') / saved[-1].name} is kept as latest" in run.err
     assert all(map(finite_checkpoint, saved))
+    assert "mlxllm diagnose runs/baby" in run.err
+    diagnosed = mlxllm("diagnose", "runs/baby", "--plot", "curves.png")
+    assert diagnosed.code == 1, diagnosed
+    assert "diverged (step" in diagnosed.out and "training stopped: step" in diagnosed.out
+    assert "learning rate too high" in diagnosed.out
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_diagnose_finds_nothing_in_a_healthy_run_and_names_bad_input(
+        mlxllm: Callable[..., Outcome], tmp_path: Path) -> None:
+    tiny_run(mlxllm)
+    healthy = mlxllm("diagnose", "runs/baby")
+    assert healthy.code == 0, healthy
+    assert "runs/baby: 6 steps recorded, validation" in healthy.out
+    assert "nothing wrong found" in healthy.out
+    assert_error(mlxllm("diagnose", "runs/nothing"), "runs/nothing does not exist")
+    assert_error(mlxllm("diagnose", "runs/baby", "--plot", "curves.txt"),
+                 "name a .png, .pdf or .svg file")
+    (tmp_path / "runs/empty").mkdir()
+    assert_error(mlxllm("diagnose", "runs/empty"), "no checkpoint and no failure.json")
 
 
 def test_a_model_loaded_for_generation_has_its_dropout_off(mlxllm: Callable[..., Outcome],
