@@ -25,6 +25,7 @@ import numpy as np
 from mlxllm.book import Table, artifact_path, pick
 from mlxllm.cli import load_model
 from mlxllm.diagnose import character_lab, plot_runs, read_run
+from mlxllm.diagnose import running_median
 from mlxllm.generate import generate_tokens
 from mlxllm.model import GPT, count_parameters
 from mlxllm.train import evaluate
@@ -64,16 +65,18 @@ Table(sweep_rows, ["model", "parameters", "steps", "validation nats/char"],
 # %% [markdown]
 # Read the samples from the top. The tiny model, with
 # {{ sweep_rows[0][1]:, }} parameters, has learned the alphabet of the
-# text and the length of its words, and little else. The control, with
-# {{ sweep_rows[1][1] / sweep_rows[0][1]:.0f }} times as many and the
-# same {{ sweep_rows[1][2] }} steps, writes words that are mostly
-# English and lines with the shape of verse. Chapter 7's run of the same
-# model, ten times longer, gets the speaker names and the punctuation
-# of a play; chapter 10's model, wider and longer again, writes whole
-# phrases. Size and training time both matter. The loss says which
-# limit you are against. While it still falls when the schedule ends, train longer;
-# once it has flattened, a bigger model is the next step. Chapter 12
-# puts numbers on that trade.
+# text, its capitals and punctuation, and roughly how long a word is.
+# The control, with {{ sweep_rows[1][1] / sweep_rows[0][1]:.0f }} times
+# as many parameters and the same {{ sweep_rows[1][2] }} steps, writes
+# syllables that could be English, a few real words, and lines of about
+# the right length. Chapter 7's run of the same model,
+# {{ sweep_rows[2][2] / sweep_rows[1][2]:.0f }} times longer, writes
+# mostly real words; chapter 10's model, wider and longer again, adds a
+# speaker's name and phrases that nearly parse. Size and training time
+# both matter, and the loss says which limit you are against. While it
+# still falls when the schedule ends, train longer; once it has
+# flattened, a bigger model is the next step. A later chapter puts
+# numbers on that trade.
 #
 # ## A good model, sampled badly
 #
@@ -90,10 +93,10 @@ for temperature in temperatures:
     print(f"--- temperature {temperature}\nROMEO:\n{text_out.strip()}\n")
 
 # %% [markdown]
-# At temperature 2 the best model of the book writes worse than the tiny
-# one: dividing the logits by 2 flattens the distribution so much that
-# rare characters, which the model rightly gives tiny probabilities, are
-# drawn every few letters. Before you enlarge a model whose samples are
+# At temperature 2 the best model of the book writes about as badly as
+# the tiny one: dividing the logits by 2 flattens the distribution so
+# much that rare characters, which the model rightly gives tiny
+# probabilities, are drawn every few letters. Before you enlarge a model whose samples are
 # bad, sample it at a temperature below 1, or greedily; if the text
 # improves, the model was fine and the sampler was not. Chapter 9's
 # samplers are the tools.
@@ -109,7 +112,7 @@ for temperature in temperatures:
 # the activations at random in every training step.
 
 # %%
-tiny_chars, dropout = 8000, 0.2
+tiny_chars, dropout = 2000, 0.2
 small_text = dataclasses.replace(
     lab, root=artifact_path("11_troubleshooting_03/small-text"),
     train_ids=lab.train_ids[:tiny_chars],
@@ -122,15 +125,35 @@ small_text.run("dropout", model=GPT(dataclasses.replace(
     lab.model_config, dropout=dropout)))
 overfit = {name: read_run(small_text.root / name)
            for name in ("no-dropout", "dropout")}
+fit = {}  # run: (best validation, its step, last validation, training)
 for name, run in overfit.items():
     val = np.array(run.history["val_loss"])
     best = int(np.argmin(val))
-    print(f"{name:10}  best validation {val[best]:.3f} at step "
-          f"{run.history['eval_step'][best]:.0f}, last {val[-1]:.3f}, "
-          f"last training loss {run.history['loss'][-1]:.3f}")
+    fit[name] = (val[best], run.history["eval_step"][best], val[-1],
+                 running_median(run.history["loss"])[-1])
+    print(f"{name:10}  best validation {fit[name][0]:.3f} at step "
+          f"{fit[name][1]:.0f}, last {fit[name][2]:.3f}; training loss "
+          f"{fit[name][3]:.3f}")
 
 # %%
 #| echo: false
 #| label: fig-overfit
-#| fig-cap: The baby model on a training text of a few thousand characters, without and with dropout, beside the control trained on the whole training split. Without dropout the training loss keeps falling while the validation loss turns up.
+#| fig-cap: The baby model on a training text of two thousand characters, without and with dropout, beside the control trained on the whole training split. The training loss keeps falling while the validation loss turns up, with dropout too.
 plot_runs({"control, whole text": read_run(folders["baby"]), **overfit})
+
+# %% [markdown]
+# Without dropout the training loss falls to
+# {{ fit['no-dropout'][3]:.2f }} while the validation loss bottoms out at
+# {{ fit['no-dropout'][0]:.2f }} at step {{ fit['no-dropout'][1]:.0f }}
+# and climbs back to {{ fit['no-dropout'][2]:.2f }}: from that step on,
+# the model learns the {{ tiny_chars:, }} characters by heart and gets
+# worse at everything else. The gap between the two curves, not either
+# curve alone, is the signature. Dropout slows the memorising, not the
+# damage: its training loss ends higher, at {{ fit['dropout'][3]:.2f }},
+# and its validation loss still turns up, from
+# {{ fit['dropout'][0]:.2f }} at step {{ fit['dropout'][1]:.0f }} to
+# {{ fit['dropout'][2]:.2f }}. On a text this small no regulariser
+# rescues the model. The real fix is the control's: more text. On the whole training split the same model and steps reach
+# {{ read_run(folders['baby']).history['val_loss'][-1]:.2f }}. When more
+# text is not to be had, keep the checkpoint with the best validation
+# loss, and stop there.

@@ -243,9 +243,10 @@ print(f"every position {all_loss:.2f}, characters only {char_loss:.2f} "
 # them almost for free, so the loss over every position,
 # {{ all_loss:.2f }}, is mostly a measure of how much padding there is.
 # Over the characters alone the same model scores
-# {{ char_loss:.2f }}. A loss that improves when you change how the data
+# {{ char_loss:.2f }}, no better than the control's
+# {{ control.history['val_loss'][-1]:.2f }} on running text. A loss that improves when you change how the data
 # is batched, and not what the model is, should make you ask what it
 # counts. The fix is a mask: compute the loss of every position, multiply
 # by a mask that is 0 at padding, and divide by the number of ones.
-# Chapter 13's fine-tuning needs exactly this, to train only on the
-# answers of questions.
+# Fine-tuning, in a later chapter, needs exactly this, to train only on
+# the answers of questions.

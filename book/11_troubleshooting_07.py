@@ -83,7 +83,7 @@ rows = [
      f"loss {loss('padded'):.2f}/token, {val('padded')}",
      "mask the padding", "Bugs whose curves lie"),
     ("training too slow", "time per step", "chapters 7 and 8",
-     "profile; more machines", "chapter 12"),
+     "profile; more machines", "a later chapter"),
 ]
 Table(rows, ["symptom", "cause", "measured", "fix", "section"])
 
@@ -109,5 +109,5 @@ Table(rows, ["symptom", "cause", "measured", "fix", "section"])
 #
 # The last row of the table, a run that is too slow, has no experiment
 # here because it is not a bug: chapter 7 measured where a step's time
-# goes and chapter 8 what memory costs. The next chapter does what the
+# goes and chapter 8 what memory costs. A later chapter does what the
 # row's fix says, and spreads the steps over more than one process.

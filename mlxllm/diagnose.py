@@ -52,8 +52,9 @@ __all__ = [
     "learning_rate_range", "suggest_learning_rate", "largest_activations", "Finding",
     "FIXES", "SECTIONS", "BLOW_UP", "BAD_START", "FLAT", "TOO_GOOD", "uniform_loss",
     "check_divergence", "check_start", "check_learning", "check_leak", "SPIKE",
-    "SPIKES", "EARLY", "OVERFIT", "LEARNING_RATE_RANGE", "spike_steps", "check_spikes",
-    "check_learning_rate", "check_overfitting", "CHECKS", "diagnose", "report",
+    "SPIKES", "EARLY", "OVERFIT", "OVERFIT_GAP", "LEARNING_RATE_RANGE", "spike_steps",
+    "check_spikes", "check_learning_rate", "check_overfitting", "CHECKS", "diagnose",
+    "report",
 ]
 
 
@@ -403,7 +404,7 @@ def check_leak(run: RunRecord) -> Finding | None:
                    f"token, a tenth of ln V, to {smooth.min():.3f}{after}")
 
 
-# book/11_troubleshooting_06.py:170
+# book/11_troubleshooting_06.py:173
 SPIKE = 0.5
 """Nats above the median of the steps before that make a spike."""
 SPIKES = 3
@@ -412,6 +413,9 @@ EARLY = 0.1
 """Share of the run, from its start, where a spike counts as early."""
 OVERFIT = 0.05
 """Nats the validation loss may rise above its best."""
+OVERFIT_GAP = 1.0
+"""Most nats between validation and training at the best validation:
+a run that overfits generalised first."""
 LEARNING_RATE_RANGE = (1e-4, 1e-2)
 """Peak learning rates outside this range are reported."""
 
@@ -466,7 +470,7 @@ def check_overfitting(run: RunRecord) -> Finding | None:
     steps = np.array(run.history["step"])
     at_best, at_end = (smooth[np.searchsorted(steps, evals[i])]
                        for i in (best, -1))
-    if at_end >= at_best:
+    if at_end >= at_best or val[best] - at_best > OVERFIT_GAP:
         return None
     return Finding("overfitting", int(evals[best]),
                    f"validation rose from {val[best]:.3f} at step "
@@ -485,7 +489,7 @@ def diagnose(run: RunRecord) -> list[Finding]:
     return [finding for check in CHECKS if (finding := check(run))]
 
 
-# book/11_troubleshooting_06.py:257
+# book/11_troubleshooting_06.py:263
 def report(name: str, run: RunRecord) -> str:
     """The findings of diagnose(run) as text, with fixes and sections."""
     history = run.history

@@ -127,6 +127,8 @@ def test_validation_rising_while_training_falls_is_overfitting() -> None:
     assert (finding.problem, finding.step) == ("overfitting", 75)
     noisy = [3.0, 2.7, 2.6, 2.62, 2.6, 2.61, 2.6, 2.63]
     assert problems(make_run(losses, val=noisy)) == []
+    mismatched = [value + 2.0 for value in val]  # never close to training: not overfitting
+    assert problems(make_run(losses, val=mismatched)) == []
 
 
 def test_every_problem_has_a_fix_and_a_section() -> None:
