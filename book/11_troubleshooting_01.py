@@ -1,8 +1,8 @@
 # %% [markdown]
 # # The learning rate
 #
-# The first row of the table says that a loss that will not fall calls
-# for a look at the learning rate. It is the setting most likely to be
+# The first row of the tutorials' table says that a loss that will not
+# fall calls for a look at the learning rate. It is the setting most likely to be
 # wrong, and it is wrong in two directions that look different.
 # @fig-learning-rates puts the control beside a peak learning rate
 # {{ high_lr / lab.base.learning_rate:.0f }} times higher and one
@@ -43,7 +43,7 @@ for name, value in final_val.items():
 # %%
 #| echo: false
 #| label: fig-learning-rates
-#| fig-cap: Three peak learning rates, the rest of the recipe equal. Too high, the loss drops at first and then stalls far above the control; too low, it creeps down an almost straight line.
+#| fig-cap: Three peak learning rates, the rest of the recipe equal. Too high, the loss drops at first and then stalls far above the control; too low, it creeps down and is still falling at the end.
 plot_runs({f"lr {rate:g}": runs[name] for name, rate in
            (("control", lab.base.learning_rate), ("high-lr", high_lr),
             ("low-lr", low_lr))})
@@ -52,17 +52,17 @@ plot_runs({f"lr {rate:g}": runs[name] for name, rate in
 # The two failures have different signatures. Too high, the loss drops
 # in the first steps, spikes, and then stalls at
 # {{ final_val['high-lr']:.2f }} nats per character, against the
-# control's {{ final_val['control']:.2f }}: each update overshoots, the
-# weights rattle around a poor region, and the gradient norm sinks
-# below the control's, because the model has settled for a crude
-# solution whose gradients are small. Too low, the curve is almost a straight
-# line that ends at {{ final_val['low-lr']:.2f }}, above even the
-# {{ baselines['unigram']:.2f }}-nats unigram model of chapter 10: every update is in the
-# right direction and far too short. A loss that is still falling at a
-# constant rate when the schedule ends is the mark of a learning rate
-# that is too low; a loss that stops falling early at a high value, the
-# mark of one too high. Neither run produced a NaN or an error: both
-# look like a model that is learning, unless you compare.
+# control's {{ final_val['control']:.2f }}: the updates overshoot, the
+# model settles for a crude solution early, and its gradient norm sinks
+# below the control's. Too low, the loss creeps down and ends at
+# {{ final_val['low-lr']:.2f }}, above even the
+# {{ baselines['unigram']:.2f }}-nat unigram model of chapter 10: every
+# update points the right way and is far too short. A loss that is
+# still falling steadily when the schedule ends is the mark of a
+# learning rate that is too low; a loss that stops falling early, at a
+# high value, the mark of one too high. Neither run produced a NaN or an
+# error, and each, seen alone, looks like a model that is learning.
+# Only the comparison shows the failure.
 #
 # ## Finding a learning rate
 #
@@ -72,7 +72,7 @@ plot_runs({f"lr {rate:g}": runs[name] for name, rate in
 # one, and record the loss of each step. While the rate is too small the
 # loss barely moves; then it falls, faster and faster; past some rate it
 # turns up and explodes. A good peak learning rate is below the bottom
-# of that curve, where the loss still falls steeply; the usual rule
+# of that curve, where the loss still falls steeply; a common rule
 # takes a tenth of the rate at the minimum.
 
 # %%

@@ -119,13 +119,19 @@ Table([(stage, sizes["control"][stage], sizes["unguarded"][stage])
       ["stage", "control", "unguarded"], digits=1)
 
 # %% [markdown]
-# Every stage of the unguarded model is larger than the control's, and
-# the logits most of all: {{ sizes['unguarded']['logits']:.0f }} against
-# {{ sizes['control']['logits']:.0f }}. Logits that large make every
-# prediction a near-certainty, and a near-certainty that is wrong costs
-# the hundreds of nats of @fig-explode. Read the table from the top: the
-# first stage that is out of line is where to look, and here it is the
-# weights, which the optimizer blew up, not the data.
+# The logits of the unguarded model are ordinary,
+# {{ sizes['unguarded']['logits']:.0f }} against
+# {{ sizes['control']['logits']:.0f }}, because the final normalization
+# rescales whatever reaches it. Everything before it is not. Reading
+# the table from the top, the first stage out of line is the first
+# block, and by the last one the residual stream holds values as large
+# as {{ sizes['unguarded']['block 4']:,.0f }}, about
+# {{ sizes['unguarded']['block 4'] / sizes['control']['block 4']:,.0f }}
+# times the control's: the optimizer blew up the blocks' weights (the
+# largest is {{ sizes['unguarded']['largest weight']:.0f }}), and the
+# normalizations have hidden it from the loss ever since. That is within
+# float32's range, and the next section shows why it would not be
+# within a 16-bit format's.
 #
 # ## A logarithm of zero
 #
@@ -189,6 +195,7 @@ print(f"failure.json: {log_zero.failure}; "
 #| tbl-cap: A few values that occur in training, computed in each format. float16 overflows where bfloat16 does not; bfloat16 cannot add 1 to 256.
 formats = {"float32": mx.float32, "bfloat16": mx.bfloat16,
            "float16": mx.float16}
+float16_max = mx.finfo(mx.float16).max
 cases = {"largest finite": lambda d: mx.array(mx.finfo(d).max, d),
          "exp(12), a softmax term": lambda d: mx.exp(mx.array(12.0, d)),
          "300², in a sum of squares": lambda d: mx.square(mx.array(300.0, d)),
@@ -200,7 +207,10 @@ Table([(case, *(f"{make(dtype).astype(mx.float32).item():.6g}"
 # %% [markdown]
 # A float16 model overflows as soon as an exponential or a square passes
 # 65,504, which is why float16 training needs a loss scaled up and down
-# and overflow checks (Micikevicius et al., 2018). bfloat16 does not
+# and overflow checks (Micikevicius et al., 2018). The unguarded
+# model's residual stream, at {{ sizes['unguarded']['block 4']:,.0f }},
+# is {{ sizes['unguarded']['block 4'] / float16_max:.0%}} of that limit, and
+# the variance its normalization computes squares it. bfloat16 does not
 # overflow there, but it cannot count: $256 + 1 = 256$. Chapter 8 keeps
 # the loss, the softmax and the optimizer's state in float32 for both
 # reasons, and so does `language_model_loss`, which casts the logits up
