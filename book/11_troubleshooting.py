@@ -50,6 +50,7 @@ import mlxllm  # noqa: F401  (before mlx.core: loads OpenBLAS on Linux)
 from mlxllm.book import artifact_path, pick
 
 # %%
+#| echo: false
 #| export
 import dataclasses
 import json
@@ -69,7 +70,8 @@ from mlxllm.train import Trainer, TrainConfig, TrainingDiverged
 
 FAILURE_FILE = "failure.json"
 
-
+# %%
+#| export
 def record_failure(trainer: Trainer, error: TrainingDiverged) -> Path:
     """Write what a diverged run leaves behind, the history up to the
     last finite step and the error, to FAILURE_FILE in its run_dir."""
@@ -90,11 +92,15 @@ def record_failure(trainer: Trainer, error: TrainingDiverged) -> Path:
 # A run directory may hold checkpoints, a failure, or both: a run that
 # saved at step 200 and diverged at step 260 has the longer history in
 # its failure. `read_run` takes whichever history is longer (the
-# failure, if they are as long: it came after the checkpoint) and checks
-# that what it read is a run's record, so that a damaged file is an error
-# that names it rather than a `KeyError` three functions later.
+# failure, if they are as long: it came after the checkpoint) and
+# returns it as a `RunRecord`: the history, the model's and the recipe's
+# settings, and the failure's message. It checks that what it read is a
+# run's record, so that a damaged file is an error that names it rather
+# than a `KeyError` three functions later. (That plumbing is in
+# `mlxllm/diagnose.py`; the chapter does not print it.)
 
 # %%
+#| echo: false
 #| export
 @dataclass
 class RunRecord:
@@ -213,13 +219,17 @@ class Experiment:
 
 
 # %% [markdown]
-# `character_lab` sets up the chapter's laboratory in one call, so that
-# each section of the chapter, which runs in a process of its own, builds
-# the same one: chapter 7's baby model and character tokenizer, its
-# recipe cut to `steps` steps with a tenth of them warm-up, eight
-# evaluations, and one checkpoint at the end.
+# `character_lab` (not printed) sets up the chapter's laboratory in one
+# call, so that each section of the chapter, which runs in a process of
+# its own, builds the same one: chapter 7's baby model and character
+# tokenizer, its recipe cut to `steps` steps with a tenth of them
+# warm-up, eight evaluations, and one checkpoint at the end. Each later
+# section starts by building its laboratory this way, in a cell the book
+# does not print. The control run is the baby model at chapter 7's
+# learning rate:
 
 # %%
+#| echo: false
 #| export
 def character_lab(root: Path, steps: int, val_chars: int,
                   token_cache: Path) -> Experiment:
@@ -236,9 +246,6 @@ def character_lab(root: Path, steps: int, val_chars: int,
                       GPTConfig.baby(tokenizer.vocab_size), config,
                       tokenizer)
 
-
-# %% [markdown]
-# The control run is the baby model at chapter 7's learning rate:
 
 # %%
 lab = character_lab(artifact_path("11_troubleshooting/runs"),
@@ -259,10 +266,11 @@ print(f"validation loss after {lab_steps} steps: "
 # gradient norm before clipping underneath, on a log scale. The median,
 # unlike a mean, is not dragged up by a single bad step, so a spike
 # shows in the thin line and not in the thick one. Both helpers go to
-# `mlxllm.diagnose`; `mlxllm diagnose --plot` draws the same figure for
-# any run directory.
+# `mlxllm.diagnose` (not printed); `mlxllm diagnose --plot` draws the
+# same figure for any run directory.
 
 # %%
+#| echo: false
 #| export
 from matplotlib.figure import Figure
 
@@ -285,7 +293,7 @@ def plot_runs(runs: dict[str, RunRecord], loss_limits: tuple[float, float]
     from matplotlib.ticker import NullFormatter
 
     figure, (top, bottom) = plt.subplots(
-        2, 1, figsize=(6, 3.8), sharex=True,
+        2, 1, figsize=(6, 3.1), sharex=True,
         gridspec_kw={"height_ratios": [3, 2]})
     for index, (label, run) in enumerate(runs.items()):
         colour = f"C{index}"

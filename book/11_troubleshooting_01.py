@@ -10,6 +10,7 @@
 # recipe unchanged.
 
 # %%
+#| echo: false
 #| default_exp diagnose
 import json
 
@@ -28,14 +29,16 @@ lab = character_lab(artifact_path("11_troubleshooting_01/runs"),
                     steps=pick(smoke=30, book=200),
                     val_chars=pick(smoke=2048, book=16384),
                     token_cache=artifact_path("11_troubleshooting/tokens"))
+baselines = json.loads(
+    artifact_path("10_evaluation_01/baselines.json").read_text())
+
+# %%
 high_lr, low_lr = 3e-2, 1e-5
 lab.run("high-lr", learning_rate=high_lr)
 lab.run("low-lr", learning_rate=low_lr)
 runs = {"control": read_run(artifact_path("11_troubleshooting/runs/control")),
         "high-lr": read_run(lab.root / "high-lr"),
         "low-lr": read_run(lab.root / "low-lr")}
-baselines = json.loads(
-    artifact_path("10_evaluation_01/baselines.json").read_text())
 final_val = {name: run.history["val_loss"][-1] for name, run in runs.items()}
 for name, value in final_val.items():
     print(f"{name:8} validation loss {value:.3f} nats/char")

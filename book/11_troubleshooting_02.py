@@ -18,6 +18,7 @@
 # clipping threshold so large that it never acts.
 
 # %%
+#| echo: false
 #| default_exp diagnose
 import json
 
@@ -38,6 +39,8 @@ lab = character_lab(artifact_path("11_troubleshooting_02/runs"),
 control = read_run(artifact_path("11_troubleshooting/runs/control"))
 baselines = json.loads(
     artifact_path("10_evaluation_01/baselines.json").read_text())
+
+# %%
 explode_lr, unguarded = 1.0, dict(warmup_steps=0, grad_clip=1e9)
 exploded = lab.run("explode", learning_rate=explode_lr, **unguarded)
 explode = read_run(lab.root / "explode")
@@ -187,11 +190,11 @@ print(f"failure.json: {log_zero.failure}; "
 # give up either range or precision, and the two 16-bit formats give up
 # different things: float16 keeps 10 bits of precision and overflows
 # above 65,504; bfloat16 keeps float32's range and only 7 bits.
-# @tbl-formats computes a few values that occur in training in each.
+# @tbl-narrow-formats computes a few values that occur in training in each.
 
 # %%
 #| echo: false
-#| label: tbl-formats
+#| label: tbl-narrow-formats
 #| tbl-cap: A few values that occur in training, computed in each format. float16 overflows where bfloat16 does not; bfloat16 cannot add 1 to 256.
 formats = {"float32": mx.float32, "bfloat16": mx.bfloat16,
            "float16": mx.float16}

@@ -16,6 +16,7 @@
 # model.
 
 # %%
+#| echo: false
 #| default_exp diagnose
 import dataclasses
 
@@ -34,6 +35,8 @@ lab = character_lab(artifact_path("11_troubleshooting_03/runs"),
                     steps=pick(smoke=30, book=200),
                     val_chars=pick(smoke=2048, book=16384),
                     token_cache=artifact_path("11_troubleshooting/tokens"))
+
+# %%
 tiny_config = dataclasses.replace(lab.model_config, n_layer=1, n_head=2,
                                   n_embd=32)
 lab.run("tiny", model=GPT(tiny_config))

@@ -13,6 +13,7 @@
 # the move, and the model is asked to predict the token it is reading.
 
 # %%
+#| echo: false
 import dataclasses
 import json
 import shutil
@@ -37,6 +38,8 @@ lab = character_lab(artifact_path("11_troubleshooting_04/runs"),
 control = read_run(artifact_path("11_troubleshooting/runs/control"))
 baselines = json.loads(
     artifact_path("10_evaluation_01/baselines.json").read_text())
+
+# %%
 
 
 class UnshiftedSampler(BatchSampler):

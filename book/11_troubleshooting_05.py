@@ -16,6 +16,7 @@
 # is zero as well. The optimizer has nothing to follow.
 
 # %%
+#| echo: false
 import dataclasses
 import math
 
@@ -34,6 +35,8 @@ lab = character_lab(artifact_path("11_troubleshooting_05/runs"),
                     val_chars=pick(smoke=2048, book=16384),
                     token_cache=artifact_path("11_troubleshooting/tokens"))
 control = read_run(artifact_path("11_troubleshooting/runs/control"))
+
+# %%
 
 
 def initialised(config: GPTConfig, std: float | None) -> GPT:

@@ -7,9 +7,10 @@
 # reads one run's `RunRecord`, the history of its steps and evaluations
 # and its recipe, and returns a `Finding`, or nothing. Every threshold
 # below is named, and each was set from the runs of this chapter with
-# room to spare on both sides; @tbl-diagnoses shows the margins.
+# room to spare; @tbl-diagnoses shows what they find.
 
 # %%
+#| echo: false
 #| default_exp diagnose
 import math
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ class Finding:
     evidence: str
 
 
+# %%
+#| echo: false
+#| export
 FIXES = {
     "diverged": "restart from the last good checkpoint with a lower "
                 "learning rate, a warm-up and clipping",
@@ -255,11 +259,13 @@ def diagnose(run: RunRecord) -> list[Finding]:
     return [finding for check in CHECKS if (finding := check(run))]
 
 # %% [markdown]
-# `report` turns the findings into what the command prints: a line that
-# says what the run is, then each problem with its evidence, the fix to
-# try and the section of this chapter that shows it.
+# `report` (not printed) turns the findings into what the command
+# prints: a line that says what the run is, then each problem with its
+# evidence, the fix to try from a table `FIXES`, and the section of this
+# chapter that shows it, from a table `SECTIONS`.
 
 # %%
+#| echo: false
 #| export
 def report(name: str, run: RunRecord) -> str:
     """The findings of diagnose(run) as text, with fixes and sections."""
@@ -282,10 +288,11 @@ def report(name: str, run: RunRecord) -> str:
 # %% [markdown]
 # @tbl-diagnoses runs `diagnose` on every run of this chapter, and on
 # the healthy runs of chapters 7 and 10, beside what was done to each.
-# The last column is what the chapter expects; an assertion under the
-# table stops the build if the two ever differ.
+# The last column is what the chapter expects, written in its source;
+# an assertion under the table stops the build if the two ever differ.
 
 # %%
+#| echo: false
 #| label: tbl-diagnoses
 #| tbl-cap: What diagnose finds in each run of the chapter and in the book's healthy runs. The problems are named as in the checks; an empty cell is a run with nothing found.
 RUNS = {  # run directory: (what was done to it, what diagnose should find)

@@ -11,8 +11,8 @@ too slow, so spread it over more machines. Each row is sound advice, and none of
 ever shown happening.
 
 The learning rate (book/11_troubleshooting_01.py), from the section "Finding a learning
-rate". The first row of the table says that a loss that will not fall calls for a look
-at the learning rate.
+rate". The first row of the tutorials' table says that a loss that will not fall calls
+for a look at the learning rate.
 
 NaN, and losses that explode (book/11_troubleshooting_02.py), from the section "Where to
 look first". The second row of the table says that NaN values call for gradient
@@ -62,6 +62,7 @@ __all__ = [
 FAILURE_FILE = "failure.json"
 
 
+# book/11_troubleshooting.py:74
 def record_failure(trainer: Trainer, error: TrainingDiverged) -> Path:
     """Write what a diverged run leaves behind, the history up to the
     last finite step and the error, to FAILURE_FILE in its run_dir."""
@@ -78,7 +79,7 @@ def record_failure(trainer: Trainer, error: TrainingDiverged) -> Path:
     return path
 
 
-# book/11_troubleshooting.py:98
+# book/11_troubleshooting.py:103
 @dataclass
 class RunRecord:
     """What diagnosis reads from a run directory."""
@@ -138,7 +139,7 @@ def read_run(run_dir: Path) -> RunRecord:
     return run
 
 
-# book/11_troubleshooting.py:168
+# book/11_troubleshooting.py:174
 @dataclass
 class Experiment:
     """Short runs of one model shape on one tokenized text, each in its
@@ -185,7 +186,7 @@ class Experiment:
         return trainer
 
 
-# book/11_troubleshooting.py:223
+# book/11_troubleshooting.py:232
 def character_lab(root: Path, steps: int, val_chars: int,
                   token_cache: Path) -> Experiment:
     """The baby model on the character-level Tiny Shakespeare with
@@ -202,7 +203,7 @@ def character_lab(root: Path, steps: int, val_chars: int,
                       tokenizer)
 
 
-# book/11_troubleshooting.py:266
+# book/11_troubleshooting.py:273
 SMOOTHING = 15
 
 
@@ -222,7 +223,7 @@ def plot_runs(runs: dict[str, RunRecord], loss_limits: tuple[float, float]
     from matplotlib.ticker import NullFormatter
 
     figure, (top, bottom) = plt.subplots(
-        2, 1, figsize=(6, 3.8), sharex=True,
+        2, 1, figsize=(6, 3.1), sharex=True,
         gridspec_kw={"height_ratios": [3, 2]})
     for index, (label, run) in enumerate(runs.items()):
         colour = f"C{index}"
@@ -246,7 +247,7 @@ def plot_runs(runs: dict[str, RunRecord], loss_limits: tuple[float, float]
     return figure
 
 
-# book/11_troubleshooting_01.py:79
+# book/11_troubleshooting_01.py:82
 def learning_rate_range(model: GPT, sampler: BatchSampler,
                         config: TrainConfig, low: float, high: float,
                         steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -276,7 +277,7 @@ def suggest_learning_rate(rates: np.ndarray, losses: np.ndarray) -> float:
     return float(rates[np.argmin(running_median(losses))] / 10)
 
 
-# book/11_troubleshooting_02.py:80
+# book/11_troubleshooting_02.py:83
 def largest_activations(model: GPT, ids: mx.array) -> dict[str, float]:
     """The largest absolute value after the embeddings, after each block
     and at the logits, for a batch of ids; and the largest weight."""
@@ -294,7 +295,7 @@ def largest_activations(model: GPT, ids: mx.array) -> dict[str, float]:
     return sizes
 
 
-# book/11_troubleshooting_06.py:29
+# book/11_troubleshooting_06.py:30
 @dataclass(frozen=True)
 class Finding:
     """A problem seen in a run: its name, the step where it shows, and
@@ -305,6 +306,7 @@ class Finding:
     evidence: str
 
 
+# book/11_troubleshooting_06.py:42
 FIXES = {
     "diverged": "restart from the last good checkpoint with a lower "
                 "learning rate, a warm-up and clipping",
@@ -338,7 +340,7 @@ SECTIONS = {
 """The section of chapter 11 that shows each problem happening."""
 
 
-# book/11_troubleshooting_06.py:88
+# book/11_troubleshooting_06.py:92
 BLOW_UP = 1.0
 """Nats above max(first loss, ln V) that make a loss diverged."""
 BAD_START = 1.0
@@ -404,7 +406,7 @@ def check_leak(run: RunRecord) -> Finding | None:
                    f"token, a tenth of ln V, to {smooth.min():.3f}{after}")
 
 
-# book/11_troubleshooting_06.py:173
+# book/11_troubleshooting_06.py:177
 SPIKE = 0.5
 """Nats above the median of the steps before that make a spike."""
 SPIKES = 3
@@ -489,7 +491,7 @@ def diagnose(run: RunRecord) -> list[Finding]:
     return [finding for check in CHECKS if (finding := check(run))]
 
 
-# book/11_troubleshooting_06.py:263
+# book/11_troubleshooting_06.py:268
 def report(name: str, run: RunRecord) -> str:
     """The findings of diagnose(run) as text, with fixes and sections."""
     history = run.history
