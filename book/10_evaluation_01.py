@@ -41,9 +41,9 @@ max_order = pick(smoke=7, book=10)
 print(f"{len(train):,} training and {len(val):,} validation characters")
 
 # %% [markdown]
-# The longest models below look {{ max_order - 1 }} characters back
-# (`max_order` is smaller in the quick test profile, so that the section
-# runs in seconds there). Every number below is computed from these two
+# The longest models below look {{ max_order - 1 }} characters back.
+# (The book's smaller test build lowers `max_order`, so that the section
+# runs in seconds there.) Every number below is computed from these two
 # strings.
 #
 # ## No context
@@ -224,7 +224,11 @@ Table([(f"{k:g}", held_bigram[k]) for k in ADD_K],
 # two arrays, the numbers of the distinct n-grams in sorted order and their
 # counts, and looking up a batch of n-grams is one binary search,
 # `np.searchsorted`. A 64-bit integer holds $V^n$ up to order
-# {{ int(63 / math.log2(V)) }} for {{ V }} characters.
+# {{ int(63 / math.log2(V)) }} for {{ V }} characters. Two facts about
+# these codes come back below: the context of an n-gram, its first
+# $n - 1$ characters, is its code divided by $V$ (integer division drops
+# the last digit), and its last $n - 1$ characters are the code modulo
+# $V^{n-1}$.
 
 # %%
 #| echo: false
@@ -254,14 +258,6 @@ class CountTable:
         return np.where(self.codes[at] == query, self.counts[at], 0)
 
 # %% [markdown]
-# The counts of every order are kept as sorted arrays of integers: an
-# n-gram's characters, read as the digits of a number in base $V$, give
-# it one code, and looking counts up is a binary search
-# (`np.searchsorted`). The context of an n-gram, its first $n - 1$
-# characters, is its code divided by $V$ (integer division drops the last
-# digit), and its last $n - 1$ characters are the code modulo $V^{n-1}$.
-# Both facts come back below.
-#
 # ### Smoothing by interpolation
 #
 # Long contexts are rare. At order {{ max_order }}, the context of
@@ -433,9 +429,11 @@ def interpolated(counts: NGramCounts, windows: np.ndarray,
 # %% [markdown]
 # A row of `windows` is a context followed by the character to score, so
 # one call scores a whole batch, one order at a time: all hundred thousand
-# validation characters at once. `NGramModel` wraps it
-# with what a user needs: a distribution over the next character for a
-# context, and the loss on a text.
+# validation characters at once. `NGramModel` wraps it with what a user
+# needs: given an order and a smoothing, `nats_per_char` scores a text
+# with each character conditioned on the characters before it in that
+# text, and `distribution` gives the probabilities of every next
+# character after a context.
 
 # %%
 #| echo: false
@@ -476,14 +474,10 @@ class NGramModel:
         return float(-np.log(np.concatenate([*first, rest])).mean())
 
 # %% [markdown]
-# `NGramModel` puts the orders together: given an order and a smoothing,
-# `nats_per_char` scores a text with each character conditioned on the
-# characters before it in that text, and `distribution` gives the
-# probabilities of every next character after a context.
-#
-# Before trusting any number from it, check that every distribution sums
-# to 1, for a context seen in training and for nonsense, and that the
-# order-2 add-k model is the bigram matrix from before, row by row.
+# Before trusting any number from `NGramModel`, check that every
+# distribution sums to 1, for a context seen in training and for
+# nonsense, and that the order-2 add-k model is the bigram matrix from
+# before, row by row.
 
 # %%
 counts = NGramCounts(train, max_order)

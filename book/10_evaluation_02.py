@@ -52,12 +52,12 @@ print(f"{book_config.steps:,} steps of {book_config.batch_size} windows, "
 # A budget of time is a budget of arithmetic: chapter 6's count gives the
 # FLOPs of a training token, and a timed step gives the rate this machine
 # sustains for each shape. @tbl-sizes times one compiled training step of
-# four shapes and says how many tokens a quarter of an hour buys each.
+# five shapes and says how many tokens a quarter of an hour buys each.
 
 # %%
 #| echo: false
 #| label: tbl-sizes
-#| tbl-cap: One compiled training step of four shapes on this CPU (median of a few), and what 15 minutes of such steps would train. Batch 16, context 128 (the baby shape at its own context 64, batch 12).
+#| tbl-cap: One compiled training step of five shapes on this CPU (median of a few), and what 15 minutes of such steps would train. Batch 16, context 128 (the baby shape at its own context 64, batch 12).
 def time_step(config: GPTConfig, batch_size: int, repeats: int) -> float:
     """Median seconds of one compiled training step of a fresh model."""
     model = GPT(config)
@@ -102,16 +102,27 @@ Table(size_rows, ["shape", "M params", "ms/step", "GFLOP/s",
                   "M tokens in 15 min", "tokens/param"], digits=1)
 
 # %% [markdown]
-# Two things pull against each other. Wider matrices can keep the CPU
-# busier: the best rate in the table, {{ fastest_row[3]:.0f }} GFLOP/s
-# for {{ fastest_row[0] }}, against the baby's {{ size_rows[0][3]:.0f }},
-# so a bigger model is not proportionally slower. (The rates move with
-# whatever else the machine is doing; the load average was
-# {{ table_load:.1f }} while the table was timed, on two cores.) But a
-# bigger model gets fewer tokens per parameter, and Hoffmann et al.
-# (2022) found that for a fixed budget of compute the best loss comes
-# from about 20 training tokens per parameter. At that ratio the budget
-# of the baby's row would buy a model of about
+# Two things pull against each other. Larger matrices can keep the CPU
+# busier: the best rate in the table is {{ fastest_row[3]:.0f }} GFLOP/s,
+# for {{ fastest_row[0] }}, against the baby's
+# {{ size_rows[0][3]:.0f }}. Read the rates loosely, though. The load
+# average (processes wanting the machine's two cores) was
+# {{ table_load:.1f }} while the table was timed; above 2, other work
+# shares the CPU with the steps being timed, and a step takes longer
+# than this CPU needs, by an amount that changes from one moment to the
+# next. The table carries its own check. {{ small_row[0] }} and
+# {{ size_rows[3][0] }} have the same width, and six layers against four
+# make the deeper step about half as much work again, so it should take
+# about half as long again; the table has {{ small_row[2]:.0f }} and
+# {{ size_rows[3][2]:.0f }} ms. Whatever moves their ratio away from that
+# is mostly the load, and two rows that differ by no more than that are
+# not ranked by this table: it cannot say which of them uses the CPU
+# better.
+#
+# Against that, a bigger model gets fewer tokens per parameter, and
+# Hoffmann et al. (2022) found that for a fixed budget of compute the
+# best loss comes from about 20 training tokens per parameter. At that
+# ratio the budget of the baby's row would buy a model of about
 # {{ optimal_parameters / 1e6:.1f }} million parameters trained for
 # {{ optimal_passes:.0f }} passes over Shakespeare, and repeated text is
 # worth less than new text: Muennighoff et al. (2023) measured that up
@@ -183,7 +194,7 @@ small_minutes = clock["seconds"][-1] / 60
 # {{ small_val:.3f }} nats per character, against {{ baby_val:.3f }} for
 # chapter 7's baby model. It took {{ small_minutes:.1f }} minutes of
 # wall-clock time, evaluations included, while the machine's load
-# average (processes wanting its two cores) ran from
+# average ran from
 # {{ min(clock["load"]):.1f }} to {{ max(clock["load"]):.1f }}. A load
 # above 2 means other work shared the CPU with the run, and the minutes
 # below are then longer than this CPU needs.
@@ -192,12 +203,13 @@ small_minutes = clock["seconds"][-1] / 60
 #
 # @fig-small-curve draws the validation loss of every evaluation against
 # the training tokens seen so far and against the minutes spent, with
-# each baseline of the previous section as a horizontal line.
+# each baseline of the previous section but the uniform guess as a
+# horizontal line.
 
 # %%
 #| echo: false
 #| label: fig-small-curve
-#| fig-cap: Validation loss of the small model at each evaluation against training tokens (left, logarithmic) and wall-clock minutes on this CPU while other work also ran on it (right), with the baselines of the previous section that lie below its first evaluation as dashed lines. Where the curve passes a line, the model has caught up with that baseline.
+#| fig-cap: Validation loss of the small model at each evaluation against training tokens (left, logarithmic) and wall-clock minutes on this CPU while other work also ran on it (right), with every baseline of the previous section except the uniform guess as a dashed line. Where the curve passes a line, the model has caught up with that baseline.
 baselines = json.loads(
     artifact_path("10_evaluation_01/baselines.json").read_text())
 lines = {name: baselines[name] for name in ("unigram", "bigram", "zlib",

@@ -190,8 +190,9 @@ bz2_verdict = ("the model's edge is smaller than the uncertainty of its own "
 # ended {{ abs(small_estimate.nats_per_char - bz2_nats):.3f }} nats
 # {{ bz2_side }} bz2's {{ bz2_nats:.3f }}; bz2's figure lies
 # {{ bz2_inside }} the model's interval, so {{ bz2_verdict }}. (bz2 has
-# no per-window losses, so the tighter paired comparison of the next
-# paragraph is not available for it.)
+# no per-window losses, so the tighter paired comparison, window by
+# window, that the part on seeds below describes is not available for
+# it.)
 #
 # Compare the interval with the estimate
 # nanoGPT prints, the mean loss of 20 random batches of 12 windows,

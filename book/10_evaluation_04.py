@@ -198,11 +198,13 @@ else:
 # (`keep`, half the context by default) and goes on, so once a text is
 # longer than the window, every character it writes is predicted from
 # between half a window and a whole window of history, like the second
-# halves measured here. Chapter 7's number, {{ losses.mean():.3f }}, is
-# therefore {{ abs(overstated):.3f }} nats per character
+# halves measured here. The whole-window number, the mean over every
+# position, {{ losses.mean():.3f }}, is therefore
+# {{ abs(overstated):.3f }} nats per character
 # ({{ abs(overstated) / tail_loss:.1%}})
 # {{ "above" if overstated > 0 else "below" }} the loss of the model in
-# use, estimated by the mean over the second halves of the windows. The honest fix costs compute: slide the windows by less than
+# use, estimated by the mean over the second halves of the windows. The
+# honest fix costs compute: slide the windows by less than
 # a context and score only each window's last positions, so that every
 # character is predicted with a long history. The non-overlapping number
 # remains the right one to compare runs with each other and with

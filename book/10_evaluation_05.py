@@ -327,7 +327,7 @@ else:
 # %% [markdown]
 # Read the table against its last row. Held-out Shakespeare, which
 # cannot have been copied, still finds a median longest match of
-# {{ np.median(longest['validation']):.0f }} characters in the training
+# {{ np.median(longest['validation']):.1f }} characters in the training
 # text, and {{ seen_ngram_share(lengths['validation'], 10):.0%}} of its
 # 10-grams occur there: speaker names, stock phrases and common words
 # run together. Against that yardstick, the mean longest match of the

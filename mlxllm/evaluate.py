@@ -80,7 +80,7 @@ def char_ids(text: str, vocab: str) -> np.ndarray:
 ADD_K = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0)  # the k values the bigram tries
 
 
-# book/10_evaluation_01.py:230
+# book/10_evaluation_01.py:234
 def gram_codes(windows: np.ndarray, base: int) -> np.ndarray:
     """Each row of ids read as one number in the given base."""
     codes = np.zeros(len(windows), dtype=np.int64)
@@ -106,7 +106,7 @@ class CountTable:
         return np.where(self.codes[at] == query, self.counts[at], 0)
 
 
-# book/10_evaluation_01.py:316
+# book/10_evaluation_01.py:312
 @dataclass
 class Level:
     """One order's counts c(hw), their sums c(h) and follower counts T(h),
@@ -135,7 +135,7 @@ class Level:
         return self.grams[codes], self.totals[contexts], self.types[contexts]
 
 
-# book/10_evaluation_01.py:346
+# book/10_evaluation_01.py:342
 class NGramCounts:
     """A text's n-gram counts at every order up to max_order, and the
     continuation counts of the orders below it."""
@@ -160,7 +160,7 @@ class NGramCounts:
             for n in range(1, max_order)}
 
 
-# book/10_evaluation_01.py:380
+# book/10_evaluation_01.py:376
 def add_k(level: Level, codes: np.ndarray, lower: np.ndarray,
           k: float) -> np.ndarray:
     """(c(hw) + k) / (c(h) + k V): k added to every count."""
@@ -192,7 +192,7 @@ SMOOTHINGS = {"add_k": add_k, "witten_bell": witten_bell,
               "kneser_ney": kneser_ney}
 
 
-# book/10_evaluation_01.py:420
+# book/10_evaluation_01.py:416
 def interpolated(counts: NGramCounts, windows: np.ndarray,
                  step: Smoothing, kneser_ney: bool) -> np.ndarray:
     """p(last id of each row | the ids before it): `step` applied at each
@@ -206,7 +206,7 @@ def interpolated(counts: NGramCounts, windows: np.ndarray,
     return probs
 
 
-# book/10_evaluation_01.py:441
+# book/10_evaluation_01.py:439
 class NGramModel:
     """p(next character | the order - 1 characters before it), smoothed
     with add-k, Witten-Bell or interpolated Kneser-Ney."""
@@ -243,14 +243,14 @@ class NGramModel:
         return float(-np.log(np.concatenate([*first, rest])).mean())
 
 
-# book/10_evaluation_01.py:546
+# book/10_evaluation_01.py:540
 def by_order(counts: NGramCounts, text: str, smoothing: str) -> list[float]:
     """Nats per character of text at each order from 1 to max_order."""
     return [NGramModel(counts, order, smoothing).nats_per_char(text)
             for order in range(1, counts.max_order + 1)]
 
 
-# book/10_evaluation_01.py:653
+# book/10_evaluation_01.py:647
 COMPRESSORS = {
     "zlib": partial(zlib.compress, level=9),
     "bz2": partial(bz2.compress, compresslevel=9),
@@ -266,7 +266,7 @@ def compressor_bits_per_char(train: str, text: str) -> dict[str, float]:
             / len(text) for name, squeeze in COMPRESSORS.items()}
 
 
-# book/10_evaluation_01.py:724
+# book/10_evaluation_01.py:718
 def held_out_choices(train: str,
                      max_order: int) -> tuple[float, dict[str, int]]:
     """The bigram's k and each smoothing's best order, counted on the first
@@ -375,7 +375,7 @@ def score_text(model: GPT, tokenizer: object, text: str,
                     high, tokens=losses.size, chars=int(window_chars.sum()))
 
 
-# book/10_evaluation_04.py:224
+# book/10_evaluation_04.py:226
 CHAR_CLASSES = ("speaker name", "word start", "later letter", "space",
                 "newline", "punctuation")
 
@@ -409,7 +409,7 @@ def char_classes(text: str) -> np.ndarray:
     return classes
 
 
-# book/10_evaluation_04.py:473
+# book/10_evaluation_04.py:475
 def top_predictions(model: GPT, ids: np.ndarray,
                     batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """The probability of the model's likeliest next token, and whether
@@ -427,7 +427,7 @@ def top_predictions(model: GPT, ids: np.ndarray,
     return np.concatenate(top_prob), np.concatenate(correct)
 
 
-# book/10_evaluation_04.py:503
+# book/10_evaluation_04.py:505
 @dataclass
 class Calibration:
     """Predictions binned by confidence: per bin, how many there are,
