@@ -328,5 +328,5 @@ def plot_runs(runs: dict[str, RunRecord], loss_limits: tuple[float, float]
 # %%
 #| echo: false
 #| label: fig-control
-#| fig-cap: The control run, chapter 7's baby model for a few hundred steps at chapter 7's learning rate. Thin line, the loss of each step; thick, its running median; dots, validation loss. Below, the gradient norm before clipping.
+#| fig-cap: The control run, chapter 7's baby model for 200 steps at chapter 7's learning rate. Thin line, the loss of each step; thick, its running median over the steps before (which lags where the loss falls fast); dots, validation loss. Below, the gradient norm before clipping.
 plot_runs({"control": read_run(lab.root / "control")})

@@ -52,20 +52,20 @@ plot_runs({f"lr {rate:g}": runs[name] for name, rate in
             ("low-lr", low_lr))})
 
 # %% [markdown]
-# The two failures have different signatures. Too high, the loss drops
-# in the first steps, spikes, and then stalls at
-# {{ final_val['high-lr']:.2f }} nats per character, against the
+# The two failures look different. Too high, the loss drops in the
+# first steps, spikes, and then levels off early, at
+# {{ final_val['high-lr']:.2f }} nats per character against the
 # control's {{ final_val['control']:.2f }}: the updates overshoot, the
-# model settles for a crude solution early, and its gradient norm sinks
-# below the control's. Too low, the loss creeps down and ends at
-# {{ final_val['low-lr']:.2f }}, above even the
+# model settles for a crude solution, and its gradient norm sinks below
+# the control's. Too low, the loss creeps down from the start and ends
+# at {{ final_val['low-lr']:.2f }}, above even the
 # {{ baselines['unigram']:.2f }}-nat unigram model of chapter 10: every
-# update points the right way and is far too short. A loss that is
-# still falling steadily when the schedule ends is the mark of a
-# learning rate that is too low; a loss that stops falling early, at a
-# high value, the mark of one too high. Neither run produced a NaN or an
-# error, and each, seen alone, looks like a model that is learning.
-# Only the comparison shows the failure.
+# update points the right way and is far too short. The cosine schedule
+# flattens the end of every run, so the slope at the end tells little;
+# where a run levels off, and how fast it got there, tells more.
+# Neither run produced a NaN or an error, and each, seen alone, looks
+# like a model that is learning. Only the comparison with a control
+# shows the failure.
 #
 # ## Finding a learning rate
 #
@@ -148,7 +148,13 @@ plt.legend(fontsize="small")
 # {{ lab.base.learning_rate:g }}. A range test is a guide, not a
 # verdict: its loss at each rate comes after the steps at lower rates,
 # not after a run at that rate, so train at the suggestion and compare,
-# as @tbl-learning-rates does.
+# as @tbl-learning-rates does. Here the rule's tenth is cautious: the
+# suggested run ends a little behind chapter 7's rate, and the run at
+# three times chapter 7's rate, in "Warm-up" below, a little ahead. The
+# last column counts the steps whose gradient norm was above the
+# clipping threshold. At the lowest rate the model stays close to its
+# random start, where gradients are large, so every step is clipped; at
+# the highest it settles where they are small.
 
 # %%
 suggested_run = lab.run("suggested", learning_rate=suggested)
@@ -197,19 +203,21 @@ print(f"without warm-up: loss {cold[first_spike - 2]:.2f} at step "
 # %%
 #| echo: false
 #| label: fig-warmup
-#| fig-cap: The same peak learning rate with and without a warm-up. Without one, a spike in the first steps knocks the model back to a loss near the unigram model's; it stays there for tens of steps and never catches up.
+#| fig-cap: The same peak learning rate with and without a warm-up. Without one, the loss spikes in the first steps and then sits near the unigram model's loss for tens of steps; it never catches up.
 plot_runs(warm_runs)
 
 # %% [markdown]
-# Without the warm-up the loss jumps from
+# Without the warm-up the loss falls fast for four steps, jumps from
 # {{ cold[first_spike - 2]:.2f }} to {{ cold[first_spike - 1]:.2f }} at
-# step {{ first_spike }}, and the run ends at
+# step {{ first_spike }}, and then stays near the unigram model's loss
+# for tens of steps while the warmed-up run keeps falling; it ends at
 # {{ warm_runs['no warm-up'].history['val_loss'][-1]:.2f }} nats per
 # character against {{ warm_runs['warm-up'].history['val_loss'][-1]:.2f }}
-# with one; the run with the warm-up has a spike of its own, smaller,
-# and recovers from it at once. A spike in the first few steps followed
-# by a long flat stretch is the signature of a missing or too short
-# warm-up, and the fix costs nothing: a few per cent of the steps.
+# with the warm-up. The warmed-up run has a spike of its own, smaller in
+# the loss though not in the gradient norm, and recovers at once. A
+# spike in the first steps and a long flat stretch after it are the
+# signature of a missing or too short warm-up, and the fix costs
+# nothing: a few per cent of the steps.
 #
 # ## Weight decay on the wrong parameters
 #

@@ -53,8 +53,10 @@ print(f"highest loss {peak_loss:.1f} at step {peak_step}, last validation "
 # %%
 #| echo: false
 #| label: fig-explode
-#| fig-cap: The control beside a run at a far too high learning rate with no warm-up and no clipping. The loss leaps to hundreds of nats in the first steps, comes down, and settles near the unigram model's loss, which it never leaves.
-plot_runs({"control": control, f"lr {explode_lr:g}, unguarded": explode})
+#| fig-cap: The control beside a run at a far too high learning rate with no warm-up and no clipping, on a logarithmic loss axis. The loss leaps to hundreds of nats in the first steps, comes down, and settles near the unigram model's loss, which it never leaves.
+explode_figure = plot_runs({"control": control,
+                            f"lr {explode_lr:g}, unguarded": explode})
+explode_figure.axes[0].set_yscale("log")
 
 # %% [markdown]
 # The loss reached {{ peak_loss:.0f }} nats per character at step
@@ -68,8 +70,8 @@ plot_runs({"control": control, f"lr {explode_lr:g}, unguarded": explode})
 # {{ explode.history['val_loss'][-1]:.2f }} nats per character, close to
 # the {{ baselines['unigram']:.2f }} of chapter 10's unigram model, and
 # stays there. A diverged run need not end in NaN; a loss that jumps by
-# orders of magnitude and never comes back below where it was is the same
-# failure without the warning.
+# orders of magnitude and then sits at the level of a model that ignores
+# its context is the same failure without the warning.
 #
 # ## Where to look first
 #
@@ -129,12 +131,13 @@ Table([(stage, sizes["control"][stage], sizes["unguarded"][stage])
 # the table from the top, the first stage out of line is the first
 # block, and by the last one the residual stream holds values as large
 # as {{ sizes['unguarded']['block 4']:,.0f }}, about
-# {{ sizes['unguarded']['block 4'] / sizes['control']['block 4']:,.0f }}
+# {{ round(sizes['unguarded']['block 4'] / sizes['control']['block 4'], -3):,.0f }}
 # times the control's: the optimizer blew up the blocks' weights (the
 # largest is {{ sizes['unguarded']['largest weight']:.0f }}), and the
-# normalizations have hidden it from the loss ever since. That is within
-# float32's range, and the next section shows why it would not be
-# within a 16-bit format's.
+# normalizations have hidden it from the loss ever since. That number
+# fits float32, and even float16; its square, which each normalization
+# computes for its variance, does not fit float16, as the next section
+# shows.
 #
 # ## A logarithm of zero
 #
@@ -209,11 +212,13 @@ Table([(case, *(f"{make(dtype).astype(mx.float32).item():.6g}"
 
 # %% [markdown]
 # A float16 model overflows as soon as an exponential or a square passes
-# 65,504, which is why float16 training needs a loss scaled up and down
-# and overflow checks (Micikevicius et al., 2018). The unguarded
-# model's residual stream, at {{ sizes['unguarded']['block 4']:,.0f }},
-# is {{ sizes['unguarded']['block 4'] / float16_max:.0%}} of that limit, and
-# the variance its normalization computes squares it. bfloat16 does not
+# 65,504. Mixed-precision training in float16 guards the other end too:
+# it scales the loss up so that small gradients do not underflow to
+# zero, and skips any step whose gradients overflowed (Micikevicius et
+# al., 2018). The unguarded model's residual stream, at
+# {{ sizes['unguarded']['block 4']:,.0f }}, is
+# {{ sizes['unguarded']['block 4'] / float16_max:.0%}} of that limit,
+# and the variance its normalization computes squares it. bfloat16 does not
 # overflow there, but it cannot count: $256 + 1 = 256$. Chapter 8 keeps
 # the loss, the softmax and the optimizer's state in float32 for both
 # reasons, and so does `language_model_loss`, which casts the logits up
@@ -240,8 +245,11 @@ print(f"highest loss {max(guarded.history['loss']):.1f} at step "
 # %%
 #| echo: false
 #| label: fig-guarded
-#| fig-cap: The learning rate of the unguarded run, with a warm-up and clipping. The explosion comes later and lower, and it comes.
-plot_runs({"control": control, f"lr {explode_lr:g}, guarded": guarded})
+#| fig-cap: The unguarded run's learning rate with a warm-up and clipping, beside the unguarded run and the control, on a logarithmic loss axis. The explosion comes later and lower, but it comes.
+guarded_figure = plot_runs({"control": control,
+                            f"lr {explode_lr:g}, unguarded": explode,
+                            f"lr {explode_lr:g}, guarded": guarded})
+guarded_figure.axes[0].set_yscale("log")
 
 # %% [markdown]
 # The guards slowed the explosion down and did not stop it: the loss

@@ -4,13 +4,15 @@
 # The third row of the table says that a model writing gibberish should
 # be made larger. Sometimes. Gibberish has at least three causes: a
 # model too small for the text, a model trained too briefly, and a good
-# model sampled badly; and the opposite of gibberish, a model that
-# reproduces its training text and nothing else, is a failure too.
+# model sampled badly; and the opposite of gibberish, a model that fits
+# its training text at the expense of every other text, is a failure
+# too.
 #
 # ## Too small, too short
 #
-# The same prompt, sampled the same way from four models that differ in
-# size and in training: a baby model of one layer and
+# The same prompt, sampled the same way (90 characters at temperature
+# 0.8, from the same seed) from four models that differ in size and in
+# training: a baby model of one layer and
 # {{ tiny_config.n_embd }} dimensions, the control of this chapter,
 # chapter 7's baby model after its full run, and chapter 10's small
 # model.
@@ -52,7 +54,7 @@ for name, folder in folders.items():
     model, tokenizer = load_model(folder)
     steps = int(read_run(folder).history["step"][-1])
     samples[name] = tokenizer.decode(list(generate_tokens(
-        model, prompt, pick(smoke=40, book=160), temperature=0.8, seed=0)))
+        model, prompt, pick(smoke=40, book=90), temperature=0.8, seed=0)))
     sweep_rows.append((name, count_parameters(model.config), steps,
                        evaluate(model, lab.val_ids, model.config.context)))
 for (name, _, steps, _), sample in zip(sweep_rows, samples.values()):
@@ -84,7 +86,7 @@ Table(sweep_rows, ["model", "parameters", "steps", "validation nats/char"],
 # ## A good model, sampled badly
 #
 # Gibberish can also come from the sampler. Here is chapter 10's model,
-# the best in the book, at three temperatures:
+# the best the book trains, at three temperatures:
 
 # %%
 small, _ = load_model(folders["small, chapter 10"])
@@ -104,7 +106,7 @@ for temperature in temperatures:
 # improves, the model was fine and the sampler was not. Chapter 9's
 # samplers are the tools.
 #
-# ## Learning the text by heart
+# ## Fitting a small text too well
 #
 # The opposite failure is a model that fits its training text too well.
 # Give the baby model only the first {{ tiny_chars:, }} characters of
@@ -141,22 +143,25 @@ for name, run in overfit.items():
 # %%
 #| echo: false
 #| label: fig-overfit
-#| fig-cap: The baby model on a training text of two thousand characters, without and with dropout, beside the control trained on the whole training split. The training loss keeps falling while the validation loss turns up, with dropout too.
-plot_runs({"control, whole text": read_run(folders["baby"]), **overfit})
+#| fig-cap: The baby model on a training text of two thousand characters, without and with dropout, beside the control trained on the whole training split. The training loss keeps falling while the validation loss (dots) turns up, with dropout too.
+plot_runs({"control, whole text": read_run(folders["baby"]), **overfit},
+          loss_limits=(1.5, 3.6))
 
 # %% [markdown]
 # Without dropout the training loss falls to
 # {{ fit['no-dropout'][3]:.2f }} while the validation loss bottoms out at
 # {{ fit['no-dropout'][0]:.2f }} at step {{ fit['no-dropout'][1]:.0f }}
 # and climbs back to {{ fit['no-dropout'][2]:.2f }}: from that step on,
-# the model learns the {{ tiny_chars:, }} characters by heart and gets
-# worse at everything else. The gap between the two curves, not either
-# curve alone, is the signature. Dropout slows the memorising, not the
-# damage: its training loss ends higher, at {{ fit['dropout'][3]:.2f }},
-# and its validation loss still turns up, from
+# the model fits the particulars of its {{ tiny_chars:, }} characters
+# better and everything else worse. It has only begun to learn them by
+# heart, and a longer run would go further. The gap between the two
+# curves, not either curve alone, is the signature. Dropout did not help
+# here: its validation loss turns up too, from
 # {{ fit['dropout'][0]:.2f }} at step {{ fit['dropout'][1]:.0f }} to
-# {{ fit['dropout'][2]:.2f }}. On a text this small no regulariser
-# rescues the model. The real fix is the control's: more text. On the whole training split the same model and steps reach
+# {{ fit['dropout'][2]:.2f }}, no better than without it. (Its training
+# loss is measured with dropout switched on, so it does not compare with
+# the other run's.) On a text this small the fix is the control's: more
+# text. On the whole training split the same model and steps reach
 # {{ read_run(folders['baby']).history['val_loss'][-1]:.2f }}. When more
 # text is not to be had, keep the checkpoint with the best validation
 # loss, and stop there.

@@ -87,7 +87,7 @@ print(f"first loss {large.history['loss'][0]:.1f} (ln V = {uniform:.2f}), "
 # %%
 #| echo: false
 #| label: fig-init
-#| fig-cap: All-zero weights, weights fifty times too large, and chapter 6's initialisation (the control). The zero run never leaves the uniform guess; the large one starts far above it.
+#| fig-cap: All-zero weights, weights fifty times too large, and chapter 6's initialisation (the control). The zero run never leaves the uniform guess (its gradient norm is exactly zero, which a logarithmic axis cannot draw); the large one starts far above it.
 plot_runs({"control": control, "all zeros": zeros,
            f"std {large_std:g}": large})
 

@@ -2,15 +2,16 @@
 # # Summary
 #
 # The four-row table this chapter began with comes back in
-# @tbl-troubleshooting, one row per failure you have now watched
-# happen, each with the measurement that showed it and the section
-# where it is. Read it from the left when something looks wrong: the
+# @tbl-troubleshooting, one row per failure of the chapter, each with
+# the measurement that showed it and the section where it is. Two rows
+# were computed rather than trained: the narrow formats and the sampling
+# temperature. Read it from the left when something looks wrong: the
 # symptom column is what you see first.
 
 # %%
 #| echo: false
 #| label: tbl-troubleshooting
-#| tbl-cap: The troubleshooting table, extended. Each number comes from the chapter's runs of the baby model, 200-step laboratory runs unless the row says otherwise; the control reached the validation loss in the first row.
+#| tbl-cap: The troubleshooting table, extended. Each number comes from the chapter's runs of the baby model, 200-step laboratory runs except the no-causal-mask run (500 steps); the control reached the validation loss in the first row.
 import mlxllm  # noqa: F401  (before mlx.core: loads OpenBLAS on Linux)
 
 from mlxllm.book import Table, artifact_path
@@ -51,7 +52,7 @@ rows = [
     ("first loss far above ln V", "initial weights too large",
      f"first loss {loss('large-init', 0):.0f}", "normal(0, 0.02)",
      "Initialisation"),
-    ("loss falls along a straight line", "learning rate too low",
+    ("loss falls slowly and levels off high", "learning rate too low",
      val("low-lr"), "raise it (range test)", "The learning rate"),
     ("loss stalls early, high", "learning rate too high", val("high-lr"),
      "lower it (range test)", "The learning rate"),
@@ -62,7 +63,7 @@ rows = [
     ("loss leaps to hundreds", "divergence",
      f"loss {max(runs['explode'].history['loss']):.0f}",
      "lower learning rate; warm-up and clipping", "NaN, and losses..."),
-    ("loss inf or NaN", "log of zero; float16 overflow",
+    ("loss inf or NaN", "log of zero (float16: computed)",
      runs["log-zero"].failure.split(",")[0], "logsumexp; float32 loss",
      "NaN, and losses..."),
     ("gibberish samples", "model too small or too short", "the samples",

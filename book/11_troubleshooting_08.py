@@ -54,9 +54,9 @@ print("\nsample: " + repr(tokenizer.decode(prompt + list(generate_tokens(
 #    other seeds. How far apart are the suggestions? Compare the spread
 #    with the learning rates of @tbl-learning-rates.
 # 4. ★★ Decay every parameter: train the laboratory with MLX's plain
-#    `optim.AdamW` (weight decay on the norms' gains and on the
-#    embeddings) at a weight decay of 1, beside `MatrixAdamW` at the
-#    same setting. What happens to the gains, and to the loss?
+#    `optim.AdamW`, which decays the norms' gains as well as the
+#    matrices, at a weight decay of 1, beside `MatrixAdamW` at the same
+#    setting. What happens to the gains, and to the loss?
 # 5. ★★ A plateau at the unigram loss is the shape of several failures
 #    in this chapter (no warm-up, a learning rate far too high). Add a
 #    check to `diagnose` that computes the unigram loss of the training

@@ -277,7 +277,7 @@ def suggest_learning_rate(rates: np.ndarray, losses: np.ndarray) -> float:
     return float(rates[np.argmin(running_median(losses))] / 10)
 
 
-# book/11_troubleshooting_02.py:83
+# book/11_troubleshooting_02.py:85
 def largest_activations(model: GPT, ids: mx.array) -> dict[str, float]:
     """The largest absolute value after the embeddings, after each block
     and at the logits, for a batch of ids; and the largest weight."""
@@ -295,7 +295,7 @@ def largest_activations(model: GPT, ids: mx.array) -> dict[str, float]:
     return sizes
 
 
-# book/11_troubleshooting_06.py:30
+# book/11_troubleshooting_06.py:34
 @dataclass(frozen=True)
 class Finding:
     """A problem seen in a run: its name, the step where it shows, and
@@ -306,7 +306,7 @@ class Finding:
     evidence: str
 
 
-# book/11_troubleshooting_06.py:42
+# book/11_troubleshooting_06.py:46
 FIXES = {
     "diverged": "restart from the last good checkpoint with a lower "
                 "learning rate, a warm-up and clipping",
@@ -340,7 +340,7 @@ SECTIONS = {
 """The section of chapter 11 that shows each problem happening."""
 
 
-# book/11_troubleshooting_06.py:92
+# book/11_troubleshooting_06.py:97
 BLOW_UP = 1.0
 """Nats above max(first loss, ln V) that make a loss diverged."""
 BAD_START = 1.0
@@ -406,7 +406,7 @@ def check_leak(run: RunRecord) -> Finding | None:
                    f"token, a tenth of ln V, to {smooth.min():.3f}{after}")
 
 
-# book/11_troubleshooting_06.py:177
+# book/11_troubleshooting_06.py:182
 SPIKE = 0.5
 """Nats above the median of the steps before that make a spike."""
 SPIKES = 3
@@ -491,7 +491,7 @@ def diagnose(run: RunRecord) -> list[Finding]:
     return [finding for check in CHECKS if (finding := check(run))]
 
 
-# book/11_troubleshooting_06.py:268
+# book/11_troubleshooting_06.py:273
 def report(name: str, run: RunRecord) -> str:
     """The findings of diagnose(run) as text, with fixes and sections."""
     history = run.history
