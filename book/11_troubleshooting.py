@@ -325,6 +325,24 @@ def plot_runs(runs: dict[str, RunRecord], loss_limits: tuple[float, float]
 # the gradient norm starts high while the weights are far from anything
 # useful and settles near the clipping threshold.
 
+# %% [markdown]
+# Keep that shape in mind, because every failure below is a departure
+# from it, and most of them can be told apart by which part departs.
+# A healthy run starts at $\ln V$, because a fresh model knows nothing
+# and says so; a first loss far above it means the weights started too
+# large. The loss then falls fast while the model learns what is cheap
+# (character frequencies, spaces, common pairs) and slower after; a run
+# that never makes the fast part had a learning rate too low, or weights
+# that cannot learn, and one that makes it and then stalls high had a
+# rate too high. The per-step loss is noisy but has no jumps of half a
+# nat or more; jumps mean steps that were too large. The validation
+# loss follows the training loss closely; a validation loss that turns
+# up while training falls is overfitting, and one that is far from the
+# training loss from the first evaluation means the two are not
+# measuring the same thing. Last, the gradient norm starts high and
+# settles; one that grows by orders of magnitude comes before a
+# divergence.
+
 # %%
 #| echo: false
 #| label: fig-control

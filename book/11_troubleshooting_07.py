@@ -3,7 +3,7 @@
 #
 # The four-row table this chapter began with comes back in
 # @tbl-troubleshooting, one row per failure of the chapter, each with
-# the measurement that showed it and the section where it is. Two rows
+# the measurement that showed it. Two rows
 # were computed rather than trained: the narrow formats and the sampling
 # temperature. Read it from the left when something looks wrong: the
 # symptom column is what you see first.
@@ -45,48 +45,44 @@ def val(name: str) -> str:
 
 overfit = runs["overfit"].history["val_loss"]
 rows = [
-    ("(healthy)", "the control", val("control"), "—", "The laboratory"),
+    ("(healthy)", "the control", val("control"), "—"),
     ("loss flat at ln V", "all-zero weights",
-     f"loss {loss('zeros'):.3f} throughout", "random initial weights",
-     "Initialisation"),
+     f"loss {loss('zeros'):.3f} throughout", "random initial weights"),
     ("first loss far above ln V", "initial weights too large",
-     f"first loss {loss('large-init', 0):.0f}", "normal(0, 0.02)",
-     "Initialisation"),
+     f"first loss {loss('large-init', 0):.0f}", "normal(0, 0.02)"),
     ("loss falls slowly and levels off high", "learning rate too low",
-     val("low-lr"), "raise it (range test)", "The learning rate"),
+     val("low-lr"), "raise it (range test)"),
     ("loss stalls early, high", "learning rate too high", val("high-lr"),
-     "lower it (range test)", "The learning rate"),
+     "lower it (range test)"),
     ("spike in the first steps, then a plateau", "no warm-up",
      f"{val('no-warmup')}; with warm-up "
-     f"{runs['warmup'].history['val_loss'][-1]:.2f}", "warm-up",
-     "The learning rate"),
+     f"{runs['warmup'].history['val_loss'][-1]:.2f}", "warm-up"),
     ("loss leaps to hundreds", "divergence",
      f"loss {max(runs['explode'].history['loss']):.0f}",
-     "lower learning rate; warm-up and clipping", "NaN, and losses..."),
+     "a lower learning rate"),
     ("loss inf or NaN", "log of zero (float16: computed)",
-     runs["log-zero"].failure.split(",")[0], "logsumexp; float32 loss",
-     "NaN, and losses..."),
+     runs["log-zero"].failure.split(",")[0], "logsumexp; float32 loss"),
     ("gibberish samples", "model too small or too short", "the samples",
-     "train longer while the loss falls; then larger", "Gibberish..."),
+     "train longer while the loss falls; then larger"),
     ("gibberish from a good model", "temperature too high",
-     "temperature 2", "temperature below 1", "Gibberish..."),
+     "temperature 2", "temperature below 1"),
     ("validation rises, training falls", "overfitting",
      f"val {min(overfit):.2f} → {overfit[-1]:.2f}",
-     "more text; dropout; best checkpoint", "Gibberish..."),
+     "more text; the best checkpoint"),
     ("training loss near zero", "targets not shifted",
      f"loss {loss('unshifted'):.3f}, {val('unshifted')}",
-     "shift targets by one", "Bugs whose curves lie"),
+     "shift targets by one"),
     ("both losses too good; samples garbage", "no causal mask",
-     val("unmasked"), "causal mask", "Bugs whose curves lie"),
+     val("unmasked"), "causal mask"),
     ("good curves, garbage samples", "vocabulary changed", "—",
-     "save and check the tokenizer", "Bugs whose curves lie"),
+     "save and check the tokenizer"),
     ("loss better than it should be", "padding counted in the loss",
      f"loss {loss('padded'):.2f}/token, {val('padded')}",
-     "mask the padding", "Bugs whose curves lie"),
+     "mask the padding"),
     ("training too slow", "time per step", "chapters 7 and 8",
-     "profile; more machines", "a later chapter"),
+     "profile; more machines"),
 ]
-Table(rows, ["symptom", "cause", "measured", "fix", "section"])
+Table(rows, ["symptom", "cause", "measured", "fix"])
 
 # %% [markdown]
 # Three habits cover most of the table. Check the first loss against

@@ -8,6 +8,7 @@
 # %%
 import dataclasses
 import math
+import shutil
 from collections import Counter
 
 import mlxllm  # noqa: F401  (before mlx.core: loads OpenBLAS on Linux)
@@ -18,8 +19,9 @@ import numpy as np
 from mlxllm.book import Table, artifact_path, pick
 from mlxllm.cli import load_model, main
 from mlxllm.data import BatchSampler, load_corpus, split_train_val
-from mlxllm.diagnose import (RunRecord, character_lab, learning_rate_range,
-                             read_run, running_median, suggest_learning_rate)
+from mlxllm.diagnose import (RunRecord, character_lab, diagnose,
+                             learning_rate_range, read_run, running_median,
+                             suggest_learning_rate)
 from mlxllm.model import GPT, language_model_loss
 from mlxllm.train import Trainer, warmup_cosine
 
@@ -132,10 +134,21 @@ for name, verdict in flagged.items():
 
 # %%
 cli_run = artifact_path("90_solutions_11/cli-run")
-main(["train", "--preset", "baby", "--steps", str(pick(smoke=30, book=300)),
-      "--learning-rate", "0.05", "--warmup-steps", "0", "--run-dir",
-      str(cli_run), "--sample-tokens", "0"])
-main(["diagnose", str(cli_run)])
+shutil.rmtree(cli_run, ignore_errors=True)  # a run of an earlier build
+trained = main(["train", "--preset", "baby", "--run-dir", str(cli_run),
+                "--steps", str(pick(smoke=30, book=300)),
+                "--learning-rate", "0.05", "--warmup-steps", "0",
+                "--sample-tokens", "0"])
+assert trained in (0, 1), trained  # 1: it diverged; failure.json says where
+diagnosed = main(["diagnose", str(cli_run)])
+cli_problems = [finding.problem for finding in diagnose(read_run(cli_run))]
+
+# %% [markdown]
+# The report names {{ ", ".join(cli_problems) }}: a learning rate
+# {{ 0.05 / lab.base.learning_rate:.0f }} times chapter 7's with no
+# warm-up shows the signatures of "The learning rate" and of "NaN, and
+# losses that explode" at once, and the peak rate alone is outside the
+# range the checks accept.
 
 # %% [markdown]
 # ## Exercise 11.3

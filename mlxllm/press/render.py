@@ -454,16 +454,24 @@ def render_chapter(parts: list[Executed], index: BookIndex, out_dir: Path,
     return opener.wrap(body), (opener.chapter, opener.anchor, opener.number, sections)
 
 
+def page_ref(anchor: str) -> str:
+    """Where a contents line's page number goes (book.css fills it in). The number sits in
+    a box of fixed width, so a line wraps the same whether WeasyPrint has resolved the
+    number yet or not; otherwise the lists grow after the numbers are set, and every page
+    after them is off."""
+    return f'<span class="pageref" data-href="#{anchor}"></span>'
+
+
 def table_of_contents(entries: list[TocEntry]) -> str:
     rows = []
     for chapter, anchor, number, sections in entries:
         roman = " roman" if chapter.part == "front" else ""
         label = f'<span class="tocnum">{number}</span>'
         rows.append(f'<li class="toc-chapter{roman}"><a href="#{anchor}">{label}'
-                    f"{html.escape(chapter.title)}</a></li>")
+                    f"{html.escape(chapter.title)}{page_ref(anchor)}</a></li>")
         for sec_anchor, sec_title in sections:
             rows.append(f'<li class="toc-section{roman}"><a href="#{sec_anchor}">'
-                        f"{sec_title}</a></li>")
+                        f"{sec_title}{page_ref(sec_anchor)}</a></li>")
     return ('<section class="front toc" id="contents"><h1 class="toc-title">Contents</h1>'
             f'<ul class="toc">{"".join(rows)}</ul></section>')
 
@@ -482,7 +490,7 @@ def list_of_floats(index: BookIndex) -> str:
     for kind, title, anchor in (("fig", "Figures", "figures"), ("tbl", "Tables", "tables")):
         rows = "".join(
             f'<li class="toc-float"><a href="#{t.anchor}"><span class="floatnum">'
-            f"{t.number}</span>{list_entry(t.caption)}</a></li>"
+            f"{t.number}</span>{list_entry(t.caption)}{page_ref(t.anchor)}</a></li>"
             for t in index.targets.values() if t.kind == kind)
         parts.append(f'<section class="front toc" id="{anchor}">'
                      f'<h1 class="toc-title list-title">{title}</h1>'
