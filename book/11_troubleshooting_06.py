@@ -48,7 +48,9 @@ class Finding:
 #| export
 FIXES = {
     "diverged": "restart from the last good checkpoint with a lower "
-                "learning rate, a warm-up and clipping",
+                "learning rate (a warm-up and clipping delay a divergence "
+                "at too high a rate, they do not prevent it); a loss that "
+                "is inf at once points to a log of zero in the loss",
     "not learning": "check that the weights start random, that the "
                     "learning rate is not zero and that the loss depends "
                     "on the weights",
@@ -60,8 +62,8 @@ FIXES = {
     "spikes": "lower the learning rate",
     "learning rate too high": "lower it; a range test finds a good one",
     "learning rate too low": "raise it; a range test finds a good one",
-    "overfitting": "more text, dropout, or the checkpoint with the best "
-                   "validation loss",
+    "overfitting": "more text, or the checkpoint with the best "
+                   "validation loss; try dropout, and measure it",
 }
 """What to try for each problem."""
 
@@ -103,6 +105,11 @@ FLAT = 0.01
 """Share of ln V the loss's running median must move in a run."""
 TOO_GOOD = 0.1
 """Share of ln V below which a training loss means a leak."""
+
+
+def steps_text(count: int) -> str:
+    """'1 step', '200 steps'."""
+    return f"{count} step" + ("" if count == 1 else "s")
 
 
 def uniform_loss(run: RunRecord) -> float:
@@ -228,7 +235,7 @@ def check_learning_rate(run: RunRecord) -> Finding | None:
         "learning rate too low"
     smooth = running_median(run.history["loss"])
     curve = (f"; the loss went from {run.history['loss'][0]:.2f} to "
-             f"{smooth[-1]:.2f} in {len(smooth)} steps" if len(smooth)
+             f"{smooth[-1]:.2f} in {steps_text(len(smooth))}" if len(smooth)
              else "")
     return Finding(problem, 1, f"the peak learning rate, {peak:g}, is "
                    f"outside {low:g} to {high:g}{curve}")
@@ -275,7 +282,7 @@ def diagnose(run: RunRecord) -> list[Finding]:
 def report(name: str, run: RunRecord) -> str:
     """The findings of diagnose(run) as text, with fixes and sections."""
     history = run.history
-    lines = [f"{name}: {len(history['step'])} steps recorded"]
+    lines = [f"{name}: {steps_text(len(history['step']))} recorded"]
     if history["val_loss"]:
         lines[0] += (f", validation {history['val_loss'][-1]:.3f} nats/char"
                      f" at step {history['eval_step'][-1]:.0f}")

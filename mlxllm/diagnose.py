@@ -50,11 +50,11 @@ __all__ = [
     "FAILURE_FILE", "record_failure", "RunRecord", "read_json", "read_run",
     "Experiment", "character_lab", "SMOOTHING", "running_median", "plot_runs",
     "learning_rate_range", "suggest_learning_rate", "largest_activations", "Finding",
-    "FIXES", "SECTIONS", "BLOW_UP", "BAD_START", "FLAT", "TOO_GOOD", "uniform_loss",
-    "check_divergence", "check_start", "check_learning", "check_leak", "SPIKE",
-    "SPIKES", "EARLY", "OVERFIT", "OVERFIT_GAP", "LEARNING_RATE_RANGE", "spike_steps",
-    "check_spikes", "check_learning_rate", "check_overfitting", "CHECKS", "diagnose",
-    "report",
+    "FIXES", "SECTIONS", "BLOW_UP", "BAD_START", "FLAT", "TOO_GOOD", "steps_text",
+    "uniform_loss", "check_divergence", "check_start", "check_learning", "check_leak",
+    "SPIKE", "SPIKES", "EARLY", "OVERFIT", "OVERFIT_GAP", "LEARNING_RATE_RANGE",
+    "spike_steps", "check_spikes", "check_learning_rate", "check_overfitting", "CHECKS",
+    "diagnose", "report",
 ]
 
 
@@ -309,7 +309,9 @@ class Finding:
 # book/11_troubleshooting_06.py:46
 FIXES = {
     "diverged": "restart from the last good checkpoint with a lower "
-                "learning rate, a warm-up and clipping",
+                "learning rate (a warm-up and clipping delay a divergence "
+                "at too high a rate, they do not prevent it); a loss that "
+                "is inf at once points to a log of zero in the loss",
     "not learning": "check that the weights start random, that the "
                     "learning rate is not zero and that the loss depends "
                     "on the weights",
@@ -321,8 +323,8 @@ FIXES = {
     "spikes": "lower the learning rate",
     "learning rate too high": "lower it; a range test finds a good one",
     "learning rate too low": "raise it; a range test finds a good one",
-    "overfitting": "more text, dropout, or the checkpoint with the best "
-                   "validation loss",
+    "overfitting": "more text, or the checkpoint with the best "
+                   "validation loss; try dropout, and measure it",
 }
 """What to try for each problem."""
 
@@ -340,7 +342,7 @@ SECTIONS = {
 """The section of chapter 11 that shows each problem happening."""
 
 
-# book/11_troubleshooting_06.py:97
+# book/11_troubleshooting_06.py:99
 BLOW_UP = 1.0
 """Nats above max(first loss, ln V) that make a loss diverged."""
 BAD_START = 1.0
@@ -349,6 +351,11 @@ FLAT = 0.01
 """Share of ln V the loss's running median must move in a run."""
 TOO_GOOD = 0.1
 """Share of ln V below which a training loss means a leak."""
+
+
+def steps_text(count: int) -> str:
+    """'1 step', '200 steps'."""
+    return f"{count} step" + ("" if count == 1 else "s")
 
 
 def uniform_loss(run: RunRecord) -> float:
@@ -406,7 +413,7 @@ def check_leak(run: RunRecord) -> Finding | None:
                    f"token, a tenth of ln V, to {smooth.min():.3f}{after}")
 
 
-# book/11_troubleshooting_06.py:182
+# book/11_troubleshooting_06.py:189
 SPIKE = 0.5
 """Nats above the median of the steps before that make a spike."""
 SPIKES = 3
@@ -455,7 +462,7 @@ def check_learning_rate(run: RunRecord) -> Finding | None:
         "learning rate too low"
     smooth = running_median(run.history["loss"])
     curve = (f"; the loss went from {run.history['loss'][0]:.2f} to "
-             f"{smooth[-1]:.2f} in {len(smooth)} steps" if len(smooth)
+             f"{smooth[-1]:.2f} in {steps_text(len(smooth))}" if len(smooth)
              else "")
     return Finding(problem, 1, f"the peak learning rate, {peak:g}, is "
                    f"outside {low:g} to {high:g}{curve}")
@@ -491,11 +498,11 @@ def diagnose(run: RunRecord) -> list[Finding]:
     return [finding for check in CHECKS if (finding := check(run))]
 
 
-# book/11_troubleshooting_06.py:273
+# book/11_troubleshooting_06.py:280
 def report(name: str, run: RunRecord) -> str:
     """The findings of diagnose(run) as text, with fixes and sections."""
     history = run.history
-    lines = [f"{name}: {len(history['step'])} steps recorded"]
+    lines = [f"{name}: {steps_text(len(history['step']))} recorded"]
     if history["val_loss"]:
         lines[0] += (f", validation {history['val_loss'][-1]:.3f} nats/char"
                      f" at step {history['eval_step'][-1]:.0f}")

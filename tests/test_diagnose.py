@@ -138,6 +138,7 @@ def test_every_problem_has_a_fix_and_a_section() -> None:
     text = report("runs/x", make_run(losses, learning_rate=1.0))
     assert "diverged (step" in text and "  try: " in text and 'see: chapter 11, "' in text
     assert "nothing wrong found" in report("runs/y", make_run(healthy_losses()))
+    assert report("runs/z", make_run(healthy_losses(1))).startswith("runs/z: 1 step recorded")
 
 
 def test_running_median_ignores_one_outlier() -> None:
