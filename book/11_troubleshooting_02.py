@@ -88,17 +88,24 @@ from mlx.utils import tree_flatten
 from mlxllm.model import causal_mask
 
 
+def residual_stream(model: GPT, ids: mx.array) -> list[mx.array]:
+    """The residual stream of a batch of ids: after the embeddings, then
+    after each block (what GPT.__call__ computes on the way)."""
+    x = (model.token_embedding(ids)
+         + model.position_embedding(mx.arange(ids.shape[1])))
+    stream, mask = [x], causal_mask(ids.shape[1])
+    for block in model.blocks:
+        stream.append(block(stream[-1], mask))
+    return stream
+
+
 def largest_activations(model: GPT, ids: mx.array) -> dict[str, float]:
     """The largest absolute value after the embeddings, after each block
     and at the logits, for a batch of ids; and the largest weight."""
-    x = (model.token_embedding(ids)
-         + model.position_embedding(mx.arange(ids.shape[1])))
-    sizes = {"embeddings": mx.abs(x).max().item()}
-    mask = causal_mask(ids.shape[1])
-    for index, block in enumerate(model.blocks, start=1):
-        x = block(x, mask)
-        sizes[f"block {index}"] = mx.abs(x).max().item()
-    logits = model.token_embedding.as_linear(model.norm(x))
+    stream = residual_stream(model, ids)
+    names = ["embeddings"] + [f"block {i}" for i in range(1, len(stream))]
+    sizes = {name: mx.abs(x).max().item() for name, x in zip(names, stream)}
+    logits = model.token_embedding.as_linear(model.norm(stream[-1]))
     sizes["logits"] = mx.abs(logits).max().item()
     sizes["largest weight"] = max(mx.abs(weight).max().item() for _, weight
                                   in tree_flatten(model.parameters()))

@@ -10,8 +10,8 @@
 #
 # ## Too small, too short
 #
-# The same prompt, sampled the same way (90 characters at temperature
-# 0.8, from the same seed) from four models that differ in size and in
+# The same prompt, sampled the same way ({{ sample_chars }} characters
+# at temperature {{ sample_temperature }}, from the same seed) from four models that differ in size and in
 # training: a baby model of one layer and
 # {{ tiny_config.n_embd }} dimensions, the control of this chapter,
 # chapter 7's baby model after its full run, and chapter 10's small
@@ -49,12 +49,14 @@ folders = {"tiny": lab.root / "tiny",
            "small, chapter 10": artifact_path(
                "10_evaluation_02/small/tokenizer.txt").parent}
 prompt = lab.tokenizer.encode("ROMEO:\n")
+sample_chars, sample_temperature = pick(smoke=40, book=90), 0.8
 samples, sweep_rows = {}, []
 for name, folder in folders.items():
     model, tokenizer = load_model(folder)
     steps = int(read_run(folder).history["step"][-1])
     samples[name] = tokenizer.decode(list(generate_tokens(
-        model, prompt, pick(smoke=40, book=90), temperature=0.8, seed=0)))
+        model, prompt, sample_chars, temperature=sample_temperature,
+        seed=0)))
     sweep_rows.append((name, count_parameters(model.config), steps,
                        evaluate(model, lab.val_ids, model.config.context)))
 for (name, _, steps, _), sample in zip(sweep_rows, samples.values()):

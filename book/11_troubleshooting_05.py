@@ -28,7 +28,8 @@ import numpy as np
 
 from mlxllm.book import artifact_path, pick
 from mlxllm.diagnose import character_lab, plot_runs, read_run
-from mlxllm.model import GPT, GPTConfig, causal_mask
+from mlxllm.diagnose import residual_stream
+from mlxllm.model import GPT, GPTConfig
 
 lab = character_lab(artifact_path("11_troubleshooting_05/runs"),
                     steps=pick(smoke=30, book=200),
@@ -117,13 +118,7 @@ deep_layers = 24
 
 def stream_sizes(model: GPT, ids: mx.array) -> list[float]:
     """Standard deviation of the residual stream after each block."""
-    x = (model.token_embedding(ids)
-         + model.position_embedding(mx.arange(ids.shape[1])))
-    sizes, mask = [], causal_mask(ids.shape[1])
-    for block in model.blocks:
-        x = block(x, mask)
-        sizes.append(x.std().item())
-    return sizes
+    return [x.std().item() for x in residual_stream(model, ids)[1:]]
 
 
 def stream_with_and_without(layers: int) -> tuple[list[float], list[float]]:

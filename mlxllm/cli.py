@@ -770,12 +770,12 @@ def diagnose_command(args: argparse.Namespace) -> int:
     their curves."""
     from mlxllm.diagnose import diagnose, plot_runs, read_run, report
 
+    if args.plot is not None and args.plot.suffix.lower() not in PLOT_SUFFIXES:
+        raise CommandError(f"--plot {args.plot}: name a .png, .pdf or .svg file")
     runs = {str(run_dir): read_run(run_dir) for run_dir in args.run_dirs}
     for index, (name, run) in enumerate(runs.items()):
         print(("\n" if index else "") + report(name, run))
     if args.plot is not None:
-        if args.plot.suffix.lower() not in PLOT_SUFFIXES:
-            raise CommandError(f"--plot {args.plot}: name a .png, .pdf or .svg file")
         figure = plot_runs(runs)
         try:
             figure.savefig(args.plot, bbox_inches="tight")

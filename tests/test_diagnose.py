@@ -219,3 +219,18 @@ def test_the_range_test_stops_when_the_loss_explodes_and_suggests_below_its_mini
     assert stopped == (not np.isfinite(losses[-1]) or losses[-1] > 4 * losses.min())
     suggestion = suggest_learning_rate(rates, losses)
     assert rates[0] / 10 <= suggestion <= rates[-1] / 10
+
+
+def test_the_residual_stream_ends_where_the_model_does() -> None:
+    from mlxllm.diagnose import largest_activations, residual_stream
+    mx.random.seed(0)
+    model = GPT(GPTConfig(10, context=8, n_layer=3, n_head=2, n_embd=8))
+    ids = mx.array(np.arange(16, dtype=np.int32).reshape(2, 8) % 10)
+    stream = residual_stream(model, ids)
+    assert len(stream) == 4
+    logits = model.token_embedding.as_linear(model.norm(stream[-1]))
+    assert mx.allclose(logits, model(ids), atol=1e-5).item()
+    sizes = largest_activations(model, ids)
+    assert list(sizes) == ["embeddings", "block 1", "block 2", "block 3", "logits",
+                           "largest weight"]
+    assert sizes["block 3"] == pytest.approx(mx.abs(stream[-1]).max().item())
