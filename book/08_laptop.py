@@ -393,10 +393,12 @@ LossAndGrad = Callable[[mx.array, mx.array], tuple[mx.array, dict]]
 
 def make_accumulating_step(model: nn.Module, optimizer: optim.Optimizer,
                            config: TrainConfig, accumulation: int,
-                           loss_and_grad: LossAndGrad | None = None
+                           loss_and_grad: LossAndGrad | None = None,
+                           average: Callable[[dict], dict] | None = None
                            ) -> StepFn:
     """A step that splits its batch into `accumulation` micro-batches,
-    sums their gradients, then clips and updates once with the mean."""
+    sums their gradients, then clips and updates once with the mean
+    (passed through `average` first, when given)."""
     if loss_and_grad is None:
         loss_and_grad = partial(nn.value_and_grad(model,
                                                   language_model_loss), model)
@@ -409,6 +411,8 @@ def make_accumulating_step(model: nn.Module, optimizer: optim.Optimizer,
     def update(loss_sum: mx.array, grad_sum: dict) -> tuple[mx.array,
                                                            mx.array]:
         grads = tree_map(lambda g: g / accumulation, grad_sum)
+        if average is not None:
+            grads = average(grads)
         grads, norm = clip_by_global_norm(grads, config.grad_clip)
         optimizer.update(model, grads)
         return loss_sum / accumulation, norm
@@ -439,7 +443,9 @@ def make_accumulating_step(model: nn.Module, optimizer: optim.Optimizer,
 # is therefore two compiled functions, `accumulate` and `update`, with an
 # evaluation between micro-batches. And `loss_and_grad` is a parameter,
 # so that the bfloat16 section can swap in another way of computing the
-# gradient without touching the rest.
+# gradient without touching the rest. So is `average`, a function the
+# mean gradient passes through before clipping: chapter 12 gives it one
+# that averages the gradient over several processes.
 #
 # Now the proof. Two copies of the same model take one step on the same
 # {{ proof_batch }} windows, one in a single batch, one in
@@ -1339,7 +1345,7 @@ Table(fit_rows, ["model", "setup", "M params", "fixed GB", "MiB/window",
 # - `memory_estimate(config, batch_size, accumulation, checkpointing,
 #   precision)`, bytes per term, and `layer_floats_per_token(config)`;
 # - `make_accumulating_step(model, optimizer, config, accumulation,
-#   loss_and_grad)`;
+#   loss_and_grad, average)`;
 # - `CheckpointedBlock` and `use_checkpointing(model)`;
 # - `mixed_precision_loss_and_grad(model, dtype)`;
 # - `MemorySavingConfig(TrainConfig)` with `accumulation`,

@@ -491,7 +491,8 @@ def evaluation_log(model: GPT, tokenizer: Tokenizer, sample_tokens: int) -> Call
     return log
 
 
-def describe(run: Run, trainer: Trainer, train_tokens: int, val_tokens: int) -> str:
+def describe(run: Run, trainer: Trainer, train_tokens: int, val_tokens: int,
+             processes: int = 1) -> str:
     """A few lines on what is about to train."""
     model, config = run.model_config, run.train_config
     start = f"resuming at step {trainer.step:,} of" if run.checkpoint else "a new run of"
@@ -499,12 +500,16 @@ def describe(run: Run, trainer: Trainer, train_tokens: int, val_tokens: int) -> 
             f"{model.context} tokens each\nmodel: {count_parameters(model):,} parameters "
             f"(n_layer {model.n_layer}, n_head {model.n_head}, n_embd {model.n_embd})\n"
             f"data: {tokenizer_kind(run.tokenizer)} tokens (vocabulary {model.vocab_size}), "
-            f"{train_tokens:,} for training, {val_tokens:,} for evaluation")
+            f"{train_tokens:,} for training, {val_tokens:,} for evaluation"
+            + (f"\ndata parallel: {processes} processes, each {config.batch_size // processes} "
+               f"of the {config.batch_size} windows of a step" if processes > 1 else ""))
 
 
 def continue_command(args: argparse.Namespace, run_dir: Path) -> str:
     """The exact command line that resumes this run."""
     words = [program(), "train", "--run-dir", str(run_dir), "--resume"]
+    if (processes := mx.distributed.init().size()) > 1:
+        words += ["--processes", str(processes)]
     if args.eval_tokens is not None:
         words += ["--eval-tokens", str(args.eval_tokens)]
     if args.sample_tokens != SAMPLE_TOKENS:
@@ -555,49 +560,124 @@ def report_divergence(error: TrainingDiverged, run_dir: Path, config: TrainConfi
     return EXIT_DIVERGED
 
 
+def without_processes(argv: list[str]) -> list[str]:
+    """The command line with its --processes option taken out."""
+    kept, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--processes":
+            skip = True
+        elif not word.startswith("--processes="):
+            kept.append(word)
+    return kept
+
+
+def launch_processes(args: argparse.Namespace) -> int:
+    """`mlxllm train --processes N`: the same command as N processes under mlx.launch."""
+    from mlxllm.distributed import launch
+
+    command = [sys.executable, "-m", "mlxllm.cli", *without_processes(args.argv)]
+    try:
+        return launch(command, args.processes, capture=False).returncode
+    except RuntimeError as error:  # mlx.launch is missing, or no ports are free
+        raise CommandError(str(error)) from None
+
+
 def train_command(args: argparse.Namespace) -> int:
     """Train a GPT on Tiny Shakespeare into a run directory, or resume one; one trainer at a
-    time in a run directory (RunDirLock)."""
+    time in a run directory (RunDirLock). Under mlx.launch, every process trains its share
+    and rank 0 alone writes (chapter 12)."""
+    group = mx.distributed.init()
+    if group.size() == 1 and (args.processes or 1) > 1:
+        return launch_processes(args)
+    if group.size() > 1 and args.processes not in (None, group.size()):
+        raise CommandError(f"--processes {args.processes} was given to one of "
+                           f"{group.size()} processes that mlx.launch started; drop it")
     run_dir = args.run_dir or Path("runs") / (args.preset or DEFAULT_PRESET)
     settings = {**(read_config_file(args.config) if args.config else {}), **flag_settings(args)}
     text = load_corpus()
+    if group.rank() != 0:  # rank 0 checks, locks and writes; the others only train
+        run = resumed_run(args, run_dir, settings) if args.resume else new_run(
+            args, run_dir, settings, text)
+        return run_training(args, run_dir, run, text, group)
     if args.resume:
         check_resumable(run_dir)
         with RunDirLock(run_dir):
-            return run_training(args, run_dir, resumed_run(args, run_dir, settings), text)
+            return run_training(args, run_dir, resumed_run(args, run_dir, settings), text,
+                                group)
     run = new_run(args, run_dir, settings, text)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunDirLock(run_dir):
         refuse_existing_run(run_dir)  # again: a trainer that held the lock may have made one
         run.tokenizer.save(run_dir / TOKENIZER_FILE)
-        return run_training(args, run_dir, run, text)
+        return run_training(args, run_dir, run, text, group)
 
 
-def run_training(args: argparse.Namespace, run_dir: Path, run: Run, text: str) -> int:
-    """Train `run` in run_dir, which this process has locked, after clearing what killed
-    processes left: broken kernels in MLX's compile cache, unfinished checkpoints."""
-    repair_compile_cache()
-    for partial in remove_stale_partials(run_dir):
-        print(f"mlxllm: removed {partial.name}, left by a process that was killed while saving",
-              file=sys.stderr)
+def seeded_model(run: Run) -> GPT:
+    """The run's model, initialised from its seed: the same weights in every process."""
+    mx.random.seed(run.train_config.seed)
+    return GPT(run.model_config)
+
+
+def make_trainer(run: Run, model: GPT, text: str, eval_tokens: int | None,
+                 group: mx.distributed.Group, **options: typing.Any) -> tuple[Trainer,
+                                                                           tuple[int, int]]:
+    """The trainer of `run` for this process (data-parallel in a group of several), resumed
+    from the run's checkpoint if it has one; and its numbers of training and validation
+    tokens."""
     train_ids, all_val_ids = encode_splits(run.tokenizer, text, cache_dir() / "tokens")
-    val_ids = all_val_ids[:args.eval_tokens]
+    val_ids = all_val_ids[:eval_tokens]
     if len(val_ids) <= run.model_config.context:
         raise CommandError(f"{len(val_ids)} validation tokens do not fill one window of "
                            f"context {run.model_config.context}; raise --eval-tokens")
     chars_per_token = len(split_train_val(text)[1]) / len(all_val_ids)
-    mx.random.seed(run.train_config.seed)
-    model = GPT(run.model_config)
+    if group.size() > 1:
+        from mlxllm.distributed import DataParallelTrainer
+
+        options["group"] = group
+        trainer_class: type[Trainer] = DataParallelTrainer
+    else:
+        trainer_class = RUN_TRAINER
     try:
-        trainer = RUN_TRAINER(model, run.train_config, train_ids, val_ids, chars_per_token,
-                              run.tokenizer.fingerprint(), run_dir=run_dir, progress=True,
-                              log=evaluation_log(model, run.tokenizer, args.sample_tokens),
-                              keep=args.keep or None)
+        trainer = trainer_class(model, run.train_config, train_ids, val_ids, chars_per_token,
+                                run.tokenizer.fingerprint(), **options)
     except ValueError as error:
         raise CommandError(f"cannot train this configuration: {error}") from None
     if run.checkpoint is not None:
         resume(trainer, run.checkpoint)
-    print(describe(run, trainer, len(train_ids), len(val_ids)), flush=True)
+    return trainer, (len(train_ids), len(val_ids))
+
+
+def run_quietly(run: Run, text: str, eval_tokens: int | None,
+                group: mx.distributed.Group) -> int:
+    """A rank other than 0 of a data-parallel run: the same steps, no output, no files."""
+    trainer, _ = make_trainer(run, seeded_model(run), text, eval_tokens, group)
+    try:
+        trainer.run()
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except TrainingDiverged:  # every rank sees the same averaged loss; rank 0 reports it
+        return EXIT_DIVERGED
+    return 0
+
+
+def run_training(args: argparse.Namespace, run_dir: Path, run: Run, text: str,
+                 group: mx.distributed.Group) -> int:
+    """Train `run` in run_dir, which rank 0 has locked, after clearing what killed processes
+    left: broken kernels in MLX's compile cache, unfinished checkpoints. The other ranks of a
+    data-parallel run train silently and write nothing."""
+    if group.rank() != 0:
+        return run_quietly(run, text, args.eval_tokens, group)
+    repair_compile_cache()
+    for partial in remove_stale_partials(run_dir):
+        print(f"mlxllm: removed {partial.name}, left by a process that was killed while saving",
+              file=sys.stderr)
+    model = seeded_model(run)
+    trainer, data = make_trainer(run, model, text, args.eval_tokens, group, run_dir=run_dir,
+                                 progress=True, keep=args.keep or None,
+                                 log=evaluation_log(model, run.tokenizer, args.sample_tokens))
+    print(describe(run, trainer, *data, group.size()), flush=True)
     first_step = trainer.step
     try:
         trainer.run()
@@ -923,6 +1003,11 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--keep", type=bounded(int, 0), default=KEEP, metavar="N",
                          help="keep the newest N checkpoints in the run directory, and the one "
                          f"'latest' names (default {KEEP}; 0: keep them all)")
+    command.add_argument("--processes", type=bounded(int, 1, 64), metavar="N",
+                         help="train data-parallel with N processes on this machine, started "
+                         "through mlx.launch (chapter 12); --batch-size stays the global batch. "
+                         "For several machines, start `mlx.launch --hostfile FILE -- mlxllm "
+                         "train ...` yourself")
     add_config_flags(command)
     command.set_defaults(run=train_command)
 
@@ -1019,6 +1104,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a user's mistake is one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     try:
         return args.run(args)
     except (CommandError, CheckpointError, TokenizerFileError,

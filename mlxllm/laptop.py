@@ -76,10 +76,12 @@ LossAndGrad = Callable[[mx.array, mx.array], tuple[mx.array, dict]]
 
 def make_accumulating_step(model: nn.Module, optimizer: optim.Optimizer,
                            config: TrainConfig, accumulation: int,
-                           loss_and_grad: LossAndGrad | None = None
+                           loss_and_grad: LossAndGrad | None = None,
+                           average: Callable[[dict], dict] | None = None
                            ) -> StepFn:
     """A step that splits its batch into `accumulation` micro-batches,
-    sums their gradients, then clips and updates once with the mean."""
+    sums their gradients, then clips and updates once with the mean
+    (passed through `average` first, when given)."""
     if loss_and_grad is None:
         loss_and_grad = partial(nn.value_and_grad(model,
                                                   language_model_loss), model)
@@ -92,6 +94,8 @@ def make_accumulating_step(model: nn.Module, optimizer: optim.Optimizer,
     def update(loss_sum: mx.array, grad_sum: dict) -> tuple[mx.array,
                                                            mx.array]:
         grads = tree_map(lambda g: g / accumulation, grad_sum)
+        if average is not None:
+            grads = average(grads)
         grads, norm = clip_by_global_norm(grads, config.grad_clip)
         optimizer.update(model, grads)
         return loss_sum / accumulation, norm
@@ -115,7 +119,7 @@ def make_accumulating_step(model: nn.Module, optimizer: optim.Optimizer,
     return step
 
 
-# book/08_laptop.py:632
+# book/08_laptop.py:638
 class CheckpointedBlock(Block):
     """A Block that keeps only its input for the backward pass and
     recomputes the rest (Chen et al., 2016); same parameters as Block."""
@@ -138,7 +142,7 @@ def use_checkpointing(model: GPT) -> GPT:
     return model
 
 
-# book/08_laptop.py:933
+# book/08_laptop.py:939
 def mixed_precision_loss_and_grad(model: nn.Module,
                                   dtype: mx.Dtype = mx.bfloat16
                                   ) -> LossAndGrad:
@@ -160,7 +164,7 @@ def mixed_precision_loss_and_grad(model: nn.Module,
     return loss_and_grad
 
 
-# book/08_laptop.py:1010
+# book/08_laptop.py:1016
 @dataclass
 class MemorySavingConfig(TrainConfig):
     """A TrainConfig with chapter 8's memory savers: batch_size windows
