@@ -120,8 +120,8 @@ assert sorted(hello.splitlines()) == ["rank 0 of 2: sum 3",
 # processes over SSH from a hostfile (the exercises write one for two
 # Macs). For processes on one machine it has a trait that matters to a
 # test suite: its exit code does not report a process that failed. The
-# next script makes rank 1 fail before the `all_sum`, so rank 0 loses
-# its peer.
+# next script makes rank 1 fail between two `all_sum`s, so rank 0 loses
+# its peer in the second.
 
 # %%
 FAIL = """\
@@ -129,6 +129,7 @@ import mlxllm
 import mlx.core as mx
 
 group = mx.distributed.init()
+mx.eval(mx.distributed.all_sum(mx.ones(4), group=group))  # connected
 if group.rank() == 1:
     raise SystemExit(3)
 mx.eval(mx.distributed.all_sum(mx.ones(4), group=group))
@@ -157,16 +158,20 @@ assert "exited with code" in failed.stderr
 # which does for one machine what `mlx.launch` does (a hostfile in JSON
 # with one address per rank, and each process's rank in `MLX_RANK`) and
 # adds what a build needs: free ports, the output of each rank in rank
-# order, the other processes stopped as soon as one fails, and an error
-# that says which.
+# order, the other processes stopped when one fails (after a grace
+# period in which they may finish, as rank 0 does when it records a
+# divergence its peers also saw), and an error that says which.
 
 # %%
 #| export
 def launch(command: list[str], processes: int, capture: bool = True,
-           timeout: float | None = None) -> subprocess.CompletedProcess:
+           check: bool = True, timeout: float | None = None
+           ) -> subprocess.CompletedProcess:
     """Run `command` as `processes` processes on this machine, joined
-    by MLX's ring backend over localhost. If one fails, stop the others
-    and raise RuntimeError (with `capture`, naming its output)."""
+    by MLX's ring backend over localhost. If one fails, the others get
+    GRACE_SECONDS to finish, then are stopped; with `check`, that
+    raises RuntimeError (naming their output when it was captured),
+    else the code returned is rank 0's, or the first failure's."""
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
     first = free_port_range(processes)
@@ -178,8 +183,11 @@ def launch(command: list[str], processes: int, capture: bool = True,
                    for rank in range(processes)]
         children = []
         for rank, (out, err) in enumerate(outputs):
-            env = {**os.environ, "MLX_RANK": str(rank),
-                   "MLX_HOSTFILE": str(folder / "hosts.json")}
+            env = {name: value for name, value in os.environ.items()
+                   if name not in ("MLX_RANK", "MLX_HOSTFILE")}
+            if processes > 1:  # a group of one needs no ring
+                env.update(MLX_RANK=str(rank),
+                           MLX_HOSTFILE=str(folder / "hosts.json"))
             children.append(subprocess.Popen(
                 command, env=env,
                 stdout=out.open("w") if capture else None,
@@ -190,32 +198,45 @@ def launch(command: list[str], processes: int, capture: bool = True,
                           for paths in zip(*outputs))
     failures = [f"rank {rank} exited with code {code}"
                 for rank, code in enumerate(codes) if code != 0]
-    if failures:
+    if failures and check:
         raise RuntimeError(f"{processes} processes of {shlex.join(command)}"
                            f": {', '.join(failures)}"
                            + (f"\n{stdout}{stderr}" if capture else ""))
-    return subprocess.CompletedProcess(command, 0, stdout, stderr)
+    code = codes[0] or next((code for code in codes if code != 0), 0)
+    return subprocess.CompletedProcess(command, code, stdout, stderr)
+
+
+GRACE_SECONDS = 20.0
 
 
 def wait_all(children: list[subprocess.Popen],
              timeout: float | None) -> list[int]:
-    """Wait for every process; when one fails or time runs out, stop
-    the rest (they would wait for it forever). Their exit codes."""
+    """Wait for every process and return their exit codes. When one
+    fails, or after Ctrl-C (which the terminal sends to every process:
+    they save and stop), the others get GRACE_SECONDS to finish on their
+    own, then are stopped (a process waiting for a dead peer would wait
+    forever); when time runs out, all are stopped at once."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    while any(child.poll() is None for child in children):
-        failed = any(child.poll() not in (None, 0) for child in children)
-        late = deadline is not None and time.monotonic() > deadline
-        if failed or late:
-            for child in children:
-                if child.poll() is None:
-                    child.terminate()
-            for child in children:
-                child.wait()
-            if late and not failed:
-                raise TimeoutError(f"processes still running after "
-                                   f"{timeout} s; stopped them")
-            break
-        time.sleep(0.05)
+    late = False
+    try:
+        while any(child.poll() is None for child in children):
+            late = deadline is not None and time.monotonic() > deadline
+            if late or any(child.poll() not in (None, 0)
+                           for child in children):
+                break
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        pass
+    grace = time.monotonic() + (0.0 if late else GRACE_SECONDS)
+    for child in children:
+        try:
+            child.wait(max(0.0, grace - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.terminate()
+            child.wait()
+    if late:
+        raise TimeoutError(f"processes still running after {timeout} s; "
+                           "stopped them")
     return [child.returncode for child in children]
 
 
@@ -244,7 +265,8 @@ def run_script(source: str, processes: int) -> str:
     return what they printed, in rank order."""
     script = scripts / "script.py"
     script.write_text(source)
-    return launch([sys.executable, str(script)], processes).stdout
+    return launch([sys.executable, str(script)], processes,
+                  timeout=600).stdout
 
 
 # %% [markdown]

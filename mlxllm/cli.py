@@ -579,8 +579,8 @@ def launch_processes(args: argparse.Namespace) -> int:
 
     command = [sys.executable, "-m", "mlxllm.cli", *without_processes(args.argv)]
     try:
-        return launch(command, args.processes, capture=False).returncode
-    except RuntimeError as error:  # mlx.launch is missing, or no ports are free
+        return launch(command, args.processes, capture=False, check=False).returncode
+    except RuntimeError as error:  # no ports are free
         raise CommandError(str(error)) from None
 
 

@@ -5,6 +5,7 @@ MemorySavingTrainer (with resuming)."""
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from pathlib import Path
 
 import mlx.core as mx
@@ -12,7 +13,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_map
 
 from mlxllm.checkpoint import resume
 from mlxllm.laptop import (
@@ -35,6 +36,9 @@ from mlxllm.model import (
 from mlxllm.train import TrainConfig, make_optimizer, make_step
 
 TOKENS = np.random.default_rng(0).integers(0, 11, 4000).astype(np.uint16)
+# Clipping 2g and g to one norm scales them by factors apart by clip's 1e-6 epsilon and
+# rounding: the updates differed by 4e-9; applying `average` after clipping, by 2e-6 or more.
+CLIP_TOLERANCE = 1e-7
 
 
 def small_config(**changes: object) -> GPTConfig:
@@ -233,3 +237,41 @@ def test_accumulation_keeps_the_data_stream() -> None:
                                                      abs=1e-5)
     state = whole.sampler.rng.bit_generator.state
     assert state == split.sampler.rng.bit_generator.state
+
+
+@pytest.mark.parametrize("compile_step", [False, True])
+def test_average_passes_the_mean_gradient_before_it_is_clipped(compile_step: bool) -> None:
+    inputs, targets = batch(small_config(), 4)
+    calls = []
+
+    def double(grads: dict) -> dict:
+        calls.append(len(tree_flatten(grads)))
+        return tree_map(lambda g: 2 * g, grads)
+
+    def one_step(learning_rate: float, grad_clip: float,
+                 average: Callable[[dict], dict] | None) -> tuple[float, dict]:
+        config = TrainConfig(compile=compile_step, warmup_steps=0, grad_clip=grad_clip)
+        mx.random.seed(0)
+        model = GPT(small_config())
+        step = make_accumulating_step(model, optim.SGD(learning_rate=learning_rate),
+                                      config, 2, average=average)
+        _, norm = step(inputs, targets)
+        mx.eval(norm, model.parameters())
+        return norm.item(), flat(model)
+
+    unclipped = 1e9  # far above any gradient norm here: the scale is exactly 1
+    norm, plain = one_step(0.2, unclipped, None)
+    doubled_norm, doubled = one_step(0.1, unclipped, double)
+    assert calls and calls[0] == len(plain)  # every gradient went through `average`
+    assert doubled_norm == 2 * norm  # the norm is the averaged gradient's
+    mx.random.seed(0)
+    initial = flat(GPT(small_config()))
+    for name, weight in plain.items():
+        assert not mx.array_equal(weight, initial[name]).item(), name  # the step moved it
+        assert mx.array_equal(weight, doubled[name]).item(), name  # 0.1 x 2g == 0.2 x g
+    clip = norm / 4  # both gradients are clipped to this norm: doubling first changes nothing
+    _, clipped = one_step(0.1, clip, None)
+    _, doubled_then_clipped = one_step(0.1, clip, double)
+    for name, weight in clipped.items():
+        assert mx.allclose(weight, doubled_then_clipped[name], rtol=0,
+                           atol=CLIP_TOLERANCE).item(), name
