@@ -41,12 +41,16 @@
 #   trained against them, intervals, calibration and memorisation
 #   (chapter 10);
 # - what goes wrong in training, each failure made to happen on purpose and
-#   fixed, and a command that reads a run and says what it sees (chapter 11).
+#   fixed, and a command that reads a run and says what it sees (chapter 11);
+# - data-parallel training with `mx.distributed`: one run on several
+#   processes, equal to one process to rounding, and what the exchange of
+#   gradients costs on one machine and would cost between Macs (chapter 12).
 #
-# Those eleven chapters are this edition. You finish it with a model trained
+# Those twelve chapters are this edition. You finish it with a model trained
 # on Shakespeare that you can sample from, score and diagnose from the command
-# line. The plan goes on, in chapters not written yet, to data-parallel
-# training across processes, fine-tuning with LoRA, and shipping a model. Everything you build is also a
+# line, and a trainer that runs on several processes. The plan goes on, in
+# chapters not written yet, to fine-tuning with LoRA and shipping a model.
+# Everything you build is also a
 # Python package, `mlxllm`: the chapters are its source, so the code you read is
 # the code you later import.
 #

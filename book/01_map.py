@@ -3,13 +3,13 @@
 #
 # Over this book you build a large language model the way you would build any
 # program you want to understand: one piece at a time, each piece checked
-# before the next one leans on it. By the end of chapter 11, the last of this
+# before the next one leans on it. By the end of chapter 12, the last of this
 # edition, you own a byte-level BPE tokenizer, a GPT-style transformer, a
 # training loop that fits on a laptop, a sampler with a KV cache, a model
 # trained on Shakespeare that writes on the command line, the measurements
-# that say how good it is, and a command that says what went wrong when a
-# run goes badly. The chapters planned after it come
-# in the map below.
+# that say how good it is, a command that says what went wrong when a
+# run goes badly, and a trainer that spreads one run over several
+# processes. The chapters planned after it come in the map below.
 #
 # Why build one when you can download one? Because a model you have built is a
 # model you can debug. When a loss stops falling, when a sample repeats itself,
@@ -72,6 +72,7 @@ from mlxllm.book import Table, pick
 # | sampling, KV cache | fast generation, token by token | ★★ | 9 |
 # | evaluation | how good the model is, against baselines | ★★ | 10 |
 # | troubleshooting | why a run fails, and how to tell | ★★ | 11 |
+# | data parallelism | one run on several processes or Macs | ★★ | 12 |
 #
 # : The components of a GPT and where this book builds them {#tbl-components}
 #
@@ -91,13 +92,14 @@ from mlxllm.book import Table, pick
 #
 # Attention gets the most stars because it is where shapes, masks and
 # numerics meet: a mask that lets a position see the future gives a model that
-# trains beautifully and generates garbage. The four last rows add no
+# trains beautifully and generates garbage. The five last rows add no
 # component; they make the same model practical, to train on a laptop and
-# to talk to, then tell you how good it is and, when a run fails, why.
+# to talk to, then tell you how good it is, why a run fails, and how to
+# train one on more than one machine.
 #
-# This edition has chapters 1 to 11, which build every row of the table.
-# Three more chapters are planned: 12, training on several machines at once
-# (data parallelism); 13, fine-tuning with LoRA; 14, shipping a model. Where a chapter of this edition mentions
+# This edition has chapters 1 to 12, which build every row of the table.
+# Two more chapters are planned: 13, fine-tuning with LoRA; 14, shipping a
+# model. Where a chapter of this edition mentions
 # what they will add, it says "a later chapter".
 
 # %%

@@ -206,23 +206,32 @@ weights = [read_checkpoint(latest_checkpoint(
 weight_gap = max(np.abs(np.array(weights[0][name])
                         - np.array(weights[1][name])).max()
                  for name in weights[0])
-assert first_gap < 1e-5 and largest_loss_gap < 1e-3 and val_gap < 1e-3
+edge_steps = max(1, compare_steps // 6)
+early_gap = float(np.median(loss_gap[:edge_steps]))
+late_gap = float(np.median(loss_gap[-edge_steps:]))
+ulp = float(np.spacing(np.float32(2.0)))
+assert first_gap < 1e-5 and largest_loss_gap < 1e-4 and val_gap < 1e-4
+assert late_gap <= 10 * max(early_gap, ulp)  # the prose: it does not grow
 
 # %% [markdown]
 # The first loss agrees to {{ first_gap:.0e }}: same weights, same
-# windows, the mean taken in two halves. Over {{ compare_steps }} steps
-# the largest difference grows to {{ largest_loss_gap:.0e }}, and the
-# final weights differ by at most {{ weight_gap:.0e }}. Rounding does
-# that: the two runs add the same numbers in different orders, so their
-# gradients differ in the last bits, and Adam, which divides each
-# gradient by its own running size, turns a tiny difference in a
-# near-zero gradient into a visible difference in the step. The runs are
-# the same training, not the same bits; no test of data parallelism
-# should ask for equal bits.
+# windows, the mean taken in two halves. The difference does not grow:
+# its median is {{ early_gap:.0e }} over the first
+# {{ edge_steps }} steps and {{ late_gap:.0e }} over the last
+# {{ edge_steps }}, the largest is {{ largest_loss_gap:.0e }}, and the
+# final weights differ by at most {{ weight_gap:.0e }}. For a number
+# between 2 and 4, float32's last bit is worth {{ ulp:.1e }}, so the
+# runs differ by a few units in the last place. The two add the same
+# numbers in different orders, and float32 addition is not associative;
+# that is all. Over a much longer run the last bits can drift further
+# (Adam divides each gradient by its own running size, so the rounding
+# of a gradient near zero can become a step of visible size), so the
+# tests of this chapter compare with stated tolerances: the runs are the
+# same training, not the same bits.
 
 # %%
 #| label: fig-one-two
-#| fig-cap: "Left: the training loss per step of the one-process and the two-process run; the curves lie on top of each other. Right: the absolute difference between them, on a log axis: rounding in the first step, growing as Adam amplifies it, and still four orders of magnitude below the loss."
+#| fig-cap: "Left: the training loss per step of the one-process and the two-process run, which lie on top of each other. Right: the absolute difference at each step, on a log axis, with float32's last bit for numbers between 2 and 4 as a dotted line; steps where the two losses agree to the bit are left out (a log axis has no zero)."
 fig, (ax, gap_ax) = plt.subplots(1, 2, figsize=(7.0, 2.6))
 steps = np.array(one["step"])
 ax.plot(steps, one["loss"], label="1 process")
@@ -230,9 +239,13 @@ ax.plot(steps, two["loss"], linestyle="--", label="2 processes")
 ax.set_xlabel("step")
 ax.set_ylabel("loss (nats/token)")
 ax.legend()
-gap_ax.semilogy(steps, np.maximum(loss_gap, 1e-9), color="C2")
+differs = loss_gap > 0
+gap_ax.semilogy(steps[differs], loss_gap[differs], ".", color="C2")
+gap_ax.axhline(ulp, color="0.4", linestyle=":", label="last bit")
+gap_ax.set_ylim(ulp / 10, 1e-4)
 gap_ax.set_xlabel("step")
 gap_ax.set_ylabel("|difference| (nats/token)")
+gap_ax.legend(loc="upper right")
 fig.tight_layout()
 
 # %% [markdown]

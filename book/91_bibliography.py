@@ -50,6 +50,10 @@
 #   Neural Story Generation.* ACL 2018. arXiv:1805.04833.
 # - **Gage, 1994.** Philip Gage. *A New Algorithm for Data Compression.* The C Users
 #   Journal 12(2), 1994. The original byte pair encoding, for compression.
+# - **Goyal et al., 2017.** Priya Goyal, Piotr Dollár, Ross Girshick, Pieter
+#   Noordhuis, Lukasz Wesolowski, Aapo Kyrola, Andrew Tulloch, Yangqing Jia and Kaiming
+#   He. *Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour.*
+#   arXiv:1706.02677, 2017.
 # - **Guo et al., 2017.** Chuan Guo, Geoff Pleiss, Yu Sun and Kilian Q. Weinberger.
 #   *On Calibration of Modern Neural Networks.* International Conference on Machine
 #   Learning (ICML 2017). arXiv:1706.04599.
@@ -67,6 +71,12 @@
 #   Conference on Learning Representations (ICLR 2020). arXiv:1904.09751.
 # - **Hendrycks & Gimpel, 2016.** Dan Hendrycks and Kevin Gimpel. *Gaussian Error
 #   Linear Units (GELUs).* arXiv:1606.08415, 2016.
+# - **IEEE, 2021.** *IEEE Standard 802.11ax-2021: Enhancements for High-Efficiency
+#   WLAN* (Wi-Fi 6). Its highest rate for two spatial streams on a 160 MHz channel
+#   is 2.4 Gb/s, the nominal rate chapter 12 uses.
+# - **Intel, 2020.** *Thunderbolt 4* specification: 40 Gb/s links. **Intel, 2023.**
+#   *Thunderbolt 5* specification: 80 Gb/s in each direction (120 Gb/s one way in
+#   its boost mode). Chapter 12 uses 40 and 80 Gb/s as nominal rates.
 # - **Kalamkar et al., 2019.** Dhiraj Kalamkar et al. *A Study of BFLOAT16 for Deep
 #   Learning Training.* arXiv:1905.12322, 2019.
 # - **Kaplan et al., 2020.** Jared Kaplan et al. *Scaling Laws for Neural Language
@@ -113,6 +123,9 @@
 # - **Loshchilov & Hutter, 2019.** Ilya Loshchilov and Frank Hutter. *Decoupled
 #   Weight Decay Regularization.* International Conference on Learning
 #   Representations (ICLR 2019). arXiv:1711.05101.
+# - **Malladi et al., 2022.** Sadhika Malladi, Kaifeng Lyu, Abhishek Panigrahi and
+#   Sanjeev Arora. *On the SDEs and Scaling Rules for Adaptive Gradient Algorithms.*
+#   NeurIPS 2022. arXiv:2205.10287.
 # - **Manber & Myers, 1993.** Udi Manber and Gene Myers. *Suffix Arrays: A New Method
 #   for On-Line String Searches.* SIAM Journal on Computing 22(5), 1993. Suffix
 #   arrays, built by prefix doubling.
@@ -136,6 +149,9 @@
 # - **Okabe & Ito, 2008.** Masataka Okabe and Kei Ito. *Color Universal Design
 #   (CUD): How to make figures and presentations that are friendly to colorblind
 #   people.* 2008. The palette of every figure in this book.
+# - **Patarasuk & Yuan, 2009.** Pitch Patarasuk and Xin Yuan. *Bandwidth Optimal
+#   All-reduce Algorithms for Clusters of Workstations.* Journal of Parallel and
+#   Distributed Computing 69(2), 2009.
 # - **Pascanu et al., 2013.** Razvan Pascanu, Tomas Mikolov and Yoshua Bengio. *On
 #   the difficulty of training Recurrent Neural Networks.* International Conference
 #   on Machine Learning (ICML 2013). arXiv:1211.5063.

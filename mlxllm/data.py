@@ -4,10 +4,11 @@
 What goes into an LLM: the map (book/01_map.py), from the section "The data". Over this
 book you build a large language model the way you would build any program you want to
 understand: one piece at a time, each piece checked before the next one leans on it. By
-the end of chapter 11, the last of this edition, you own a byte-level BPE tokenizer, a
+the end of chapter 12, the last of this edition, you own a byte-level BPE tokenizer, a
 GPT-style transformer, a training loop that fits on a laptop, a sampler with a KV cache,
 a model trained on Shakespeare that writes on the command line, the measurements that
-say how good it is, and a command that says what went wrong when a run goes badly.
+say how good it is, a command that says what went wrong when a run goes badly, and a
+trainer that spreads one run over several processes.
 
 From text to tokens (book/03_tokenizer.py), from the section "The tokenized dataset". A
 language model only does arithmetic, so before it can read a line of Shakespeare the
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 
-# book/01_map.py:179
+# book/01_map.py:181
 CORPUS_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/"
     "data/tinyshakespeare/input.txt"
@@ -53,7 +54,7 @@ class CorpusNotFoundError(RuntimeError):
     """No copy on disk and no download; the message says where to put it."""
 
 
-# book/01_map.py:205
+# book/01_map.py:207
 def cache_dir() -> Path:
     """Where downloads are kept: $XDG_CACHE_HOME/mlxllm or ~/.cache/mlxllm."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -66,7 +67,7 @@ def search_dirs() -> list[Path]:
     return ([Path(data_dir)] if data_dir else []) + [cache_dir()]
 
 
-# book/01_map.py:224
+# book/01_map.py:226
 def read_verified(path: Path) -> str:
     """The text of `path`, if its SHA-256 is CORPUS_SHA256."""
     data = path.read_bytes()
@@ -79,7 +80,7 @@ def read_verified(path: Path) -> str:
     return data.decode("utf-8")
 
 
-# book/01_map.py:245
+# book/01_map.py:247
 def download(url: str, target: Path, timeout: float = 10.0) -> str:
     """Fetch `url`, check its hash, and only then write it to `target`."""
     with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -94,7 +95,7 @@ def download(url: str, target: Path, timeout: float = 10.0) -> str:
     return data.decode("utf-8")
 
 
-# book/01_map.py:267
+# book/01_map.py:269
 def load_corpus(name: str = "tinyshakespeare") -> str:
     """The corpus text, from $MLXLLM_DATA, the user cache, or the internet."""
     if name not in CORPUS_NAMES:
@@ -119,7 +120,7 @@ def load_corpus(name: str = "tinyshakespeare") -> str:
         ) from error
 
 
-# book/01_map.py:345
+# book/01_map.py:347
 def split_train_val(
     text: str, train_fraction: float = 0.9
 ) -> tuple[str, str]:

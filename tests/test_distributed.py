@@ -344,3 +344,19 @@ def test_a_diverging_two_process_run_is_recorded_and_reported_by_rank_0(
     assert (tmp_path / "diverged" / "failure.json").is_file()
     assert "the run diverged" in capfd.readouterr().err
     assert not (tmp_path / "diverged" / ".lock").exists()
+
+
+def test_fit_scaling_recovers_a_known_law() -> None:
+    """Losses made from a known law on a 3 x 3 grid give back its constants (the exponents
+    to the grid's step, the rest to what that step allows)."""
+    from mlxllm.distributed import fit_scaling, scaling_loss
+
+    truth = (1.2, 40.0, 0.35, 90.0, 0.45)
+    params, tokens = (np.array(values, dtype=np.float64) for values in zip(
+        *[(n, d) for n in (2e4, 1e5, 8e5) for d in (1e5, 4e5, 2e6)]))
+    losses = np.array([scaling_loss(truth, n, d) for n, d in zip(params, tokens)])
+    fit = fit_scaling(params, tokens, losses, np.arange(0.05, 1.01, 0.05))
+    assert fit[2] == pytest.approx(0.35) and fit[4] == pytest.approx(0.45)
+    assert fit[0] == pytest.approx(1.2, abs=1e-6)
+    assert fit[1] == pytest.approx(40.0, rel=1e-6) and fit[3] == pytest.approx(90.0, rel=1e-6)
+    assert scaling_loss(fit, 5e6, 1e8) == pytest.approx(scaling_loss(truth, 5e6, 1e8))
