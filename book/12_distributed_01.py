@@ -206,6 +206,9 @@ def launch(command: list[str], processes: int, capture: bool = True,
     return subprocess.CompletedProcess(command, code, stdout, stderr)
 
 
+# %%
+#| echo: false
+#| export
 GRACE_SECONDS = 20.0
 
 
@@ -241,8 +244,13 @@ def wait_all(children: list[subprocess.Popen],
 
 
 # %% [markdown]
-# The same failing script through `launch` is an error that names the
-# failure, and the rest of this chapter gets the same protection:
+# `wait_all`, not printed, polls the processes. When one fails it gives
+# the others {{ GRACE_SECONDS:.0f }} seconds to finish on their own
+# (rank 0 may be writing down a divergence that every rank saw), then
+# stops them; after Ctrl-C, which a terminal sends to every process, it
+# waits the same way while they save. The same failing script through
+# `launch` is an error that names the failure, and the rest of this
+# chapter gets the same protection:
 
 # %%
 try:

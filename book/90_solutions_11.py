@@ -130,7 +130,9 @@ for name, verdict in flagged.items():
 # ## Exercise 11.2
 #
 # The command line's run, with its own defaults (the baby preset,
-# evaluation every 250 steps, so here only at the end):
+# evaluation every 250 steps, so here only at the end), scored on the
+# laboratory's {{ len(lab.val_ids):, }} validation characters rather
+# than all of them:
 
 # %%
 cli_run = artifact_path("90_solutions_11/cli-run")
@@ -138,6 +140,7 @@ shutil.rmtree(cli_run, ignore_errors=True)  # a run of an earlier build
 trained = main(["train", "--preset", "baby", "--run-dir", str(cli_run),
                 "--steps", str(pick(smoke=30, book=300)),
                 "--learning-rate", "0.05", "--warmup-steps", "0",
+                "--eval-tokens", str(len(lab.val_ids)),
                 "--sample-tokens", "0"])
 assert trained in (0, 1), trained  # 1: it diverged; failure.json says where
 diagnosed = main(["diagnose", str(cli_run)])

@@ -122,6 +122,7 @@ def launch(command: list[str], processes: int, capture: bool = True,
     return subprocess.CompletedProcess(command, code, stdout, stderr)
 
 
+# book/12_distributed_01.py:210
 GRACE_SECONDS = 20.0
 
 
@@ -156,7 +157,7 @@ def wait_all(children: list[subprocess.Popen],
     return [child.returncode for child in children]
 
 
-# book/12_distributed_01.py:280
+# book/12_distributed_01.py:288
 def average_by_hand(grads: dict, group: mx.distributed.Group) -> dict:
     """Each array of a gradient tree summed over the processes of
     `group` and divided by their number: one all_sum per array."""
@@ -164,7 +165,7 @@ def average_by_hand(grads: dict, group: mx.distributed.Group) -> dict:
                     / group.size(), grads)
 
 
-# book/12_distributed_01.py:371
+# book/12_distributed_01.py:379
 class ShardedSampler(BatchSampler):
     """Chapter 3's sampler for one of `processes` processes: every
     process draws the same batch from the shared seed and keeps its own
