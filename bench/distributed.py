@@ -77,7 +77,8 @@ def main() -> None:
             bandwidth_worker(int(rest[0]), int(rest[1]))
         return
 
-    print(f"{describe_machine()}; mlx {mx.__version__}; median of {args.repeats} runs\n")
+    machine = ", ".join(f"{key} {value}" for key, value in describe_machine().items())
+    print(f"{machine}; median of {args.repeats} runs\n")
     print("| preset | parameters' gradient | 1 process | 2 processes | all-reduce (2) "
           "| share of the 2-process step |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -92,7 +93,7 @@ def main() -> None:
         reduce = statistics.median(t.all_reduce_seconds for t in runs[2])
         size = runs[2][0].gradient_bytes / 2**20
         print(f"| {name} | {size:.1f} MiB | {1e3 * one:,.0f} ms | {1e3 * two:,.0f} ms | "
-              f"{1e3 * reduce:,.1f} ms | {reduce / two:.0%} |")
+              f"{1e3 * reduce:,.1f} ms | {reduce / two:.1%} |")
 
     print("\n| buffer | all-reduce, 2 processes | buffer bytes per second |")
     print("|---:|---:|---:|")

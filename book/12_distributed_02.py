@@ -231,7 +231,7 @@ assert late_gap <= 10 * max(early_gap, ulp)  # the prose: it does not grow
 
 # %%
 #| label: fig-one-two
-#| fig-cap: "Left: the training loss per step of the one-process and the two-process run, which lie on top of each other. Right: the absolute difference at each step, on a log axis, with float32's last bit for numbers between 2 and 4 as a dotted line; steps where the two losses agree to the bit are left out (a log axis has no zero)."
+#| fig-cap: Left: the training loss per step of the one-process and the two-process run, which lie on top of each other. Right: the absolute difference at each step, on a log axis, with float32's last bit for numbers between 2 and 4 as a dotted line; steps where the two losses agree to the bit are left out (a log axis has no zero).
 fig, (ax, gap_ax) = plt.subplots(1, 2, figsize=(7.0, 2.6))
 steps = np.array(one["step"])
 ax.plot(steps, one["loss"], label="1 process")

@@ -14,8 +14,9 @@
 # the processes still exchange once per step.
 #
 # The measurements say when it pays. On this two-core machine two
-# processes share the cores one process already uses, so they cannot be
-# faster; what the machine showed is the cost of the exchange itself.
+# processes share the cores of one, so whatever they gain comes from
+# time one process left idle, and less of it as the model grows; what
+# the machine showed reliably is the cost of the exchange itself.
 # On several Macs, computed from the full preset's FLOPs and the links'
 # nominal rates, the exchange of a {{ full_mib:.0f }} MiB gradient decides: gigabit
 # Ethernet loses to a single fast Mac, Thunderbolt brings four Macs
