@@ -5,8 +5,8 @@
 # so use data parallelism. This chapter does it properly. A reader who
 # outgrows one MacBook does not need a home-made toy: MLX ships a
 # distributed layer, `mx.distributed`, with several backends (a ring
-# over ordinary TCP sockets, JACCL over Thunderbolt 5 with remote direct
-# memory access on recent macOS, MPI, and NCCL on CUDA machines), and a
+# over ordinary TCP sockets, JACCL with remote direct memory access over
+# Thunderbolt, MPI, and NCCL on CUDA machines; MLX documentation), and a
 # launcher, `mlx.launch`, that starts one copy of a program per process
 # and tells each who it is. You learn data parallelism from its algebra,
 # write the averaging of a gradient by hand, compare it with MLX's
@@ -15,11 +15,12 @@
 #
 # Everything here runs for real while the book is built: two processes
 # on this one machine, talking over the ring backend on localhost. That
-# proves the code and the arithmetic; it cannot make training faster
-# here, because the two processes share the same two cores, and the
-# chapter measures how much slower it is and why. What several Macs
-# would gain is computed from measured step times and cited link
-# speeds, and labelled as computed. The chapter ends with the other
+# proves the code and the arithmetic. It cannot add compute, because
+# the two processes share the same two cores; whatever speed they gain
+# comes from time one process left idle, and the chapter measures how
+# much. What several Macs would gain is computed from the FLOPs of a
+# step at assumed rates and the links' cited speeds, and labelled as
+# computed. The chapter ends with the other
 # question an extra machine raises: what more compute buys at all, from
 # a sweep of model sizes and token budgets with a power law fitted to
 # it. On the map of chapter 1 this chapter sits beside the training

@@ -54,8 +54,8 @@ assert group.size() == 1 and group.rank() == 0
 # To see more than one process you need a launcher. `mlx.launch`, which
 # comes with MLX, starts the program once per process and tells each its
 # rank and the addresses of the others; with the ring backend the
-# processes form a ring of TCP connections, each sending to its right
-# neighbour and receiving from its left. Here is the first program any
+# processes form a ring of TCP connections, in its simplest form each
+# sending to its right neighbour and receiving from its left. Here is the first program any
 # distributed system runs: every process contributes its rank plus one,
 # and every process prints the sum. The listing is the script's text,
 # which the cell saves to a file and starts twice with
@@ -158,9 +158,8 @@ assert "exited with code" in failed.stderr
 # which does for one machine what `mlx.launch` does (a hostfile in JSON
 # with one address per rank, and each process's rank in `MLX_RANK`) and
 # adds what a build needs: free ports, the output of each rank in rank
-# order, the other processes stopped when one fails (after a grace
-# period in which they may finish, as rank 0 does when it records a
-# divergence its peers also saw), and an error that says which.
+# order, the other processes stopped when one fails, and an error that
+# says which.
 
 # %%
 #| export
@@ -299,7 +298,7 @@ def average_by_hand(grads: dict, group: mx.distributed.Group) -> dict:
 # for {{ baby_arrays }} separate exchanges, each with its own round
 # trips, most of them for arrays of a few hundred numbers. MLX's
 # `nn.average_gradients` does the same arithmetic with fewer exchanges:
-# it flattens the arrays, concatenates them into buffers of up to
+# it flattens the arrays, concatenates them into buffers of about
 # `all_reduce_size` bytes (32 MiB by default, so the whole baby model
 # is one buffer), sums each buffer with one `all_sum`, and cuts the
 # result back into the original shapes.
@@ -366,7 +365,7 @@ assert len(average_gaps) == 2 and max(average_gaps) < 1e-6
 #
 # Which windows does each process train on? The simplest rule that
 # keeps the run equal to a one-process run is to let every process draw
-# the whole batch from the shared seed, exactly as chapter 7's
+# the whole batch from the shared seed, exactly as chapter 3's
 # `BatchSampler` would, and keep only its own rows: process $p$ of $P$
 # takes rows $pB/P$ to $(p+1)B/P - 1$. The rows of different processes
 # are disjoint, together they are the batch one process would have

@@ -2,11 +2,12 @@
 # # What communication costs
 #
 # Data parallelism divides the arithmetic of a step by the number of
-# processes and adds one thing: each step, every process sends and
-# receives a gradient the size of the model. Whether that pays depends
-# on how the time of the arithmetic saved compares with the time of the
-# exchange. This section measures both here, then uses the measurements
-# and cited link speeds to compute what several Macs would see.
+# processes and adds one thing: each step, the processes exchange a
+# gradient the size of the model. Whether that pays depends on how the
+# time of the arithmetic saved compares with the time of the exchange.
+# This section measures both here, then computes what several Macs
+# would see from a step's FLOPs at assumed rates and the links' cited
+# speeds.
 #
 # `time_data_parallel` runs in every process of a group and times two
 # things with the real trainer: whole optimizer steps on random token
@@ -74,6 +75,7 @@ def time_data_parallel(model_config: GPTConfig, train_config: TrainConfig,
     ids = np.random.default_rng(0).integers(
         0, model_config.vocab_size, 200_000).astype(np.uint16)
     config = MemorySavingConfig(**dataclasses.asdict(train_config))
+    # validation ids and characters per token: unused, nothing evaluates
     trainer = DataParallelTrainer(model, config, ids, ids[:10_000], 1.0,
                                   log=None, group=group)
     trainer.one_step()  # compiles
@@ -100,9 +102,8 @@ def time_data_parallel(model_config: GPTConfig, train_config: TrainConfig,
 # on the baby model with its global batch of 12 windows; rank 0 prints
 # its numbers as JSON. The same call with a hidden size of 384, the
 # full preset's width, but the baby's 4 layers and 64 positions, gives
-# a gradient a quarter of the full model's that a step here can still
-# afford; and the full preset's all-reduce alone is timed by the same
-# function at its real size in `bench/distributed.py`.
+# a gradient {{ wide_one.gradient_bytes / full_bytes:.0%}} the size of
+# the full model's, with a step this machine can still afford.
 
 # %%
 TIMING = """\
@@ -193,9 +194,9 @@ else:
 # honestly is the exchange itself: an all-reduce of the wider model's
 # {{ wide_two.gradient_bytes / 2**20:.1f }} MiB gradient takes
 # {{ 1e3 * wide_two.all_reduce_seconds:.0f }} ms over localhost, about
-# {{ localhost_gbps:.2f }} GB of gradient per second. That is far below
-# what memory could copy: the ring backend moves the data through TCP
-# sockets and sums it on the same two busy cores.
+# {{ localhost_gbps:.2f }} GB ({{ 8 * localhost_gbps:.1f }} Gb) of
+# gradient per second, with the ring backend moving the data through
+# TCP sockets and summing it on the same two cores the training uses.
 #
 # ## What several Macs would see
 #
@@ -207,37 +208,41 @@ else:
 #
 # $$\frac{2(P-1)}{P}\,S \text{ bytes}$$ {#eq-ring-bytes}
 #
-# per all-reduce, and receives as much: close to $2S$ however many
-# processes there are (Patarasuk & Yuan, 2009). Divided by a link's
-# bandwidth, that is the least time the exchange can take.
+# per all-reduce, and receives as much: $S$ for two processes,
+# approaching $2S$ as $P$ grows (Patarasuk & Yuan, 2009). Divided by a
+# link's bandwidth, that is the least time the exchange can take.
 #
 # @tbl-macs computes, for the full preset (nanoGPT's model,
 # {{ full_parameters / 1e6:.1f }} million parameters, a float32
 # gradient of {{ full_bytes / 2**20:.0f }} MiB, a global batch of
 # {{ full_batch }} windows of 256 tokens), the least time of the
-# exchange over the nominal rate of each link, and the compute time of
-# each Mac's share of a step at 1 and at 4 TFLOP/s, the bracket for a
-# MacBook GPU that chapter 10 used (assumed rates, not measured). All of
-# it is computed, none of it measured, and the rates are the links'
-# nominal ones (IEEE, 2021; Intel, 2020; Intel, 2023): real links
-# deliver less, and TCP over Wi-Fi far less.
+# exchange over the nominal rate of each link, and what that leaves of
+# the ideal speed-up when each Mac computes its share of a step at 1 or
+# at 4 TFLOP/s, the bracket for a MacBook GPU that chapter 10 used
+# (assumed rates, not measured): {{ 1e3 * step_flops / RATES[0]:.0f }}
+# and {{ 1e3 * step_flops / RATES[1]:.0f }} ms for a whole step on one
+# Mac. All of it is computed, none of it measured, and the rates are
+# the links' nominal ones (Intel, 2020; Intel, 2023): real links deliver
+# less, TCP over Thunderbolt included. Wi-Fi is left out: every Mac on
+# it shares one channel that carries one transmission at a time, so the
+# ring's arithmetic, which assumes a link per neighbour, does not apply;
+# expect it to do worse than wired Ethernet.
 
 # %%
 #| label: tbl-macs
-#| tbl-cap: Computed, not measured: one step of the full preset on P Macs. Compute is the step's training FLOPs divided by P and by an assumed 1 or 4 TFLOP/s per Mac; the exchange is @eq-ring-bytes over the link's nominal rate, a lower bound. The last columns are the step's time relative to one Mac (speed-up) when exchange and compute do not overlap.
+#| tbl-cap: Computed, not measured, on nominal link rates: one step of the full preset on P Macs. The exchange is the least time of the ring all-reduce of its gradient (the formula above); the speed-up is one Mac's step time over P Macs', each Mac computing 1/P of the step at an assumed 1 or 4 TFLOP/s and then exchanging, without overlap.
 full_config = GPTConfig.full(65)
 full_parameters = count_parameters(full_config)
 full_bytes, full_batch = 4 * full_parameters, 64
 step_flops = train_flops_per_token(full_config) * full_batch * 256
-LINKS = {"Wi-Fi 6 (2.4 Gb/s)": 2.4e9, "Ethernet (1 Gb/s)": 1e9,
-         "Ethernet (10 Gb/s)": 10e9, "Thunderbolt 4 (40 Gb/s)": 40e9,
-         "Thunderbolt 5 (80 Gb/s)": 80e9}
+LINKS = {"Ethernet, 1 Gb/s": 1e9, "Ethernet, 10 Gb/s": 10e9,
+         "Thunderbolt 4, 40 Gb/s": 40e9, "Thunderbolt 5, 80 Gb/s": 80e9}
 RATES = (1e12, 4e12)
 
 
 def exchange_seconds(size: float, processes: int, bits_per_second: float
                      ) -> float:
-    """Least time of a ring all-reduce of `size` bytes (eq-ring-bytes)."""
+    """Least time of a ring all-reduce of `size` bytes."""
     return 2 * (processes - 1) / processes * size * 8 / bits_per_second
 
 
@@ -249,23 +254,22 @@ def speedup(processes: int, bits_per_second: float, rate: float) -> float:
                                        bits_per_second))
 
 
-mac_rows = []
-for processes in (2, 4):
-    for link, bits in LINKS.items():
-        mac_rows.append([
-            f"{processes} Macs", link,
-            f"{1e3 * exchange_seconds(full_bytes, processes, bits):.0f} ms",
-            *[f"{1e3 * step_flops / rate / processes:.0f} ms"
-              for rate in RATES],
-            *[f"{speedup(processes, bits, rate):.2f}x" for rate in RATES]])
-Table(mac_rows, ["", "link", "exchange", "compute at 1 TFLOP/s",
-                 "at 4", "speed-up at 1", "at 4"])
+mac_rows = [[link] + [
+    f"{1e3 * exchange_seconds(full_bytes, processes, bits):.0f} ms"
+    for processes in (2, 4)] + [
+    f"{speedup(processes, bits, RATES[0]):.2f} / "
+    f"{speedup(processes, bits, RATES[1]):.2f}" for processes in (2, 4)]
+    for link, bits in LINKS.items()]
+Table(mac_rows, ["link", "exchange, 2 Macs", "4 Macs",
+                 "speed-up, 2 Macs (1 / 4 TFLOP/s)", "4 Macs"])
 
 # %%
 #| echo: false
-wifi_two_fast = speedup(2, LINKS["Wi-Fi 6 (2.4 Gb/s)"], 4e12)
-gbe_two_fast = speedup(2, LINKS["Ethernet (1 Gb/s)"], 4e12)
-tb5_four_fast = speedup(4, LINKS["Thunderbolt 5 (80 Gb/s)"], 4e12)
+gbe_two_fast = speedup(2, LINKS["Ethernet, 1 Gb/s"], RATES[1])
+tb5_four_fast = speedup(4, LINKS["Thunderbolt 5, 80 Gb/s"], RATES[1])
+thunderbolt_ms = max(1e3 * exchange_seconds(full_bytes, processes, bits)
+                     for processes in (2, 4)
+                     for link, bits in LINKS.items() if "Thunder" in link)
 assert gbe_two_fast < 1 < tb5_four_fast
 
 # %% [markdown]
@@ -273,29 +277,28 @@ assert gbe_two_fast < 1 < tb5_four_fast
 # gigabit Ethernet, two fast Macs take longer per step than one
 # ({{ gbe_two_fast:.2f }} times one Mac's speed): the
 # {{ full_bytes / 2**20:.0f }} MiB gradient takes longer to cross the
-# wire than the half step it saves. Over Thunderbolt the exchange is
-# tens of milliseconds and four Macs come close to four times one
-# ({{ tb5_four_fast:.2f }} times, at 4 TFLOP/s each); Wi-Fi sits in
-# between on paper and lower in practice. Two levers move a row
-# without a faster link. A larger batch per step does more arithmetic
-# per exchange, so its share shrinks (the exercises compute how much);
-# and starting a layer's exchange while the backward pass is still
-# computing the layers below hides part of it (overlap, which
-# `nn.average_gradients` does not do: it waits for the whole gradient).
-# MLX's JACCL backend over Thunderbolt 5 replaces TCP with remote direct
-# memory access, which is how clusters of Macs get near the link's
-# rate; this machine cannot run it.
+# wire than the half step it saves. Over Thunderbolt, on its nominal
+# rate, the exchange takes at most {{ thunderbolt_ms:.0f }} ms and four
+# Macs come close to four times one ({{ tb5_four_fast:.2f }} times, at
+# 4 TFLOP/s each). Two levers move a row without a faster link. A
+# larger batch per step does more arithmetic per exchange, so its share
+# shrinks (the exercises compute how much); and starting a layer's
+# exchange while the backward pass is still computing the layers below
+# hides part of it (overlap, which `nn.average_gradients` does not do:
+# it waits for the whole gradient). MLX's JACCL backend replaces TCP
+# over Thunderbolt with remote direct memory access for lower latency
+# (MLX documentation); this machine cannot run it.
 #
 # ## Accumulation and data parallelism together
 #
 # Chapter 8 split a step into micro-batches to save memory; data
 # parallelism splits it between processes. They compose: with $P$
 # processes and $k$ micro-batches, each process computes $k$ gradients
-# of $B/(Pk)$ windows, sums them, and the processes exchange once. The
-# global batch, the one the optimizer sees, is still $B$, so the
-# learning rate, the schedule and the result do not change; only the
-# memory per process (a micro-batch's activations) and the exchanges
-# per step (one) do. The run below repeats the two-process run of the
+# of $B/(Pk)$ windows and averages them, and the processes exchange the
+# gradient once per step. The global batch, the one the optimizer sees,
+# is still $B$, so the learning rate, the schedule and the result do
+# not change; only the memory per process changes (a micro-batch's
+# activations), while the exchanges stay at one per step. The run below repeats the two-process run of the
 # last section with `--accumulation 2`, each process taking its 6 rows
 # as two micro-batches of 3.
 

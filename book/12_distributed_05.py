@@ -11,20 +11,21 @@
 # end to end: `mlxllm train` with one process and with two trained the
 # same model to rounding, and a two-process run resumed from the
 # checkpoint its rank 0 wrote. Gradient accumulation composes with it:
-# the processes still exchange once per step.
+# the processes still exchange the gradient once per step.
 #
 # The measurements say when it pays. On this two-core machine two
 # processes share the cores of one, so whatever they gain comes from
 # time one process left idle, and less of it as the model grows; what
-# the machine showed reliably is the cost of the exchange itself.
-# On several Macs, computed from the full preset's FLOPs and the links'
-# nominal rates, the exchange of a {{ full_mib:.0f }} MiB gradient decides: gigabit
-# Ethernet loses to a single fast Mac, Thunderbolt brings four Macs
-# close to four times one. And a scaling law fitted to nine short runs
-# of the book's own models says what the compute is for: within the
-# range it saw, a bigger budget is best spent on a bigger model, while
-# its prediction for the full preset, far outside that range, shows how
-# little one decade of small runs can say about the next two.
+# the machine showed reliably is the cost of the exchange itself. On
+# several Macs, computed from the full preset's FLOPs at assumed rates
+# and the links' nominal speeds, the exchange of a {{ full_mib:.0f }} MiB
+# gradient decides: gigabit Ethernet loses to a single fast Mac, and
+# Thunderbolt, on its nominal rate, brings four Macs close to four
+# times one. And a scaling law fitted to {{ grid_runs }} short runs of the book's
+# own models says what the compute is for: within the range it saw, a
+# bigger budget is best spent on a bigger model trained on more tokens,
+# while its prediction for the full preset, far outside that range,
+# shows how little one decade of small runs can say about the next two.
 #
 # `mlxllm.distributed` exports:
 #
@@ -76,6 +77,8 @@
 #| echo: false
 import mlxllm  # noqa: F401  (before mlx.core: loads OpenBLAS on Linux)
 
+from mlxllm.book import artifact_path
 from mlxllm.model import GPTConfig, count_parameters
 
 full_mib = 4 * count_parameters(GPTConfig.full(65)) / 2**20
+grid_runs = len(list(artifact_path("12_distributed_04/runs").iterdir()))

@@ -71,9 +71,6 @@
 #   Conference on Learning Representations (ICLR 2020). arXiv:1904.09751.
 # - **Hendrycks & Gimpel, 2016.** Dan Hendrycks and Kevin Gimpel. *Gaussian Error
 #   Linear Units (GELUs).* arXiv:1606.08415, 2016.
-# - **IEEE, 2021.** *IEEE Standard 802.11ax-2021: Enhancements for High-Efficiency
-#   WLAN* (Wi-Fi 6). Its highest rate for two spatial streams on a 160 MHz channel
-#   is 2.4 Gb/s, the nominal rate chapter 12 uses.
 # - **Intel, 2020.** *Thunderbolt 4* specification: 40 Gb/s links. **Intel, 2023.**
 #   *Thunderbolt 5* specification: 80 Gb/s in each direction (120 Gb/s one way in
 #   its boost mode). Chapter 12 uses 40 and 80 Gb/s as nominal rates.
@@ -136,6 +133,10 @@
 # - **Micikevicius et al., 2018.** Paulius Micikevicius et al. *Mixed Precision
 #   Training.* International Conference on Learning Representations (ICLR 2018).
 #   arXiv:1710.03740.
+# - **MLX documentation.** *Distributed Communication* and *Launching Distributed
+#   Programs.* <https://ml-explore.github.io/mlx/build/html/usage/distributed.html>,
+#   read 2026-12-08. The backends (ring over TCP, JACCL with RDMA over Thunderbolt,
+#   MPI, NCCL) and `mlx.launch`.
 # - **Muennighoff et al., 2023.** Niklas Muennighoff, Alexander M. Rush, Boaz Barak,
 #   Teven Le Scao, Aleksandra Piktus, Nouamane Tazi, Sampo Pyysalo, Thomas Wolf and
 #   Colin Raffel. *Scaling Data-Constrained Language Models.* Advances in Neural
@@ -173,6 +174,9 @@
 # - **Radford et al., 2019.** Alec Radford, Jeffrey Wu, Rewon Child, David Luan, Dario
 #   Amodei and Ilya Sutskever. *Language Models are Unsupervised Multitask Learners.*
 #   OpenAI, 2019 (the GPT-2 report; its byte-level BPE and split pattern).
+# - **Rajbhandari et al., 2020.** Samyam Rajbhandari, Jeff Rasley, Olatunji Ruwase
+#   and Yuxiong He. *ZeRO: Memory Optimizations Toward Training Trillion Parameter
+#   Models.* SC20. arXiv:1910.02054.
 # - **Sanathanan & Koerner, 1963.** C. K. Sanathanan and J. Koerner. *Transfer
 #   Function Synthesis as a Ratio of Two Complex Polynomials.* IEEE Transactions on
 #   Automatic Control 8(1), 1963, 56–58. The reweighted linear least-squares fit of a

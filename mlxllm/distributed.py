@@ -12,9 +12,9 @@ to the others and returns a group: `group.size()` is the number of processes,
 A data-parallel trainer (book/12_distributed_02.py).
 
 What communication costs (book/12_distributed_03.py). Data parallelism divides the
-arithmetic of a step by the number of processes and adds one thing: each step, every
-process sends and receives a gradient the size of the model. Whether that pays depends
-on how the time of the arithmetic saved compares with the time of the exchange.
+arithmetic of a step by the number of processes and adds one thing: each step, the
+processes exchange a gradient the size of the model. Whether that pays depends on how
+the time of the arithmetic saved compares with the time of the exchange.
 
 What scale buys (book/12_distributed_04.py). A second Mac buys compute. Before spending
 it, ask what compute buys: a bigger model, more tokens, or neither.
@@ -79,7 +79,7 @@ def free_port_range(count: int) -> int:
                        "localhost")
 
 
-# book/12_distributed_01.py:166
+# book/12_distributed_01.py:165
 def launch(command: list[str], processes: int, capture: bool = True,
            check: bool = True, timeout: float | None = None
            ) -> subprocess.CompletedProcess:
@@ -122,7 +122,7 @@ def launch(command: list[str], processes: int, capture: bool = True,
     return subprocess.CompletedProcess(command, code, stdout, stderr)
 
 
-# book/12_distributed_01.py:210
+# book/12_distributed_01.py:209
 GRACE_SECONDS = 20.0
 
 
@@ -157,7 +157,7 @@ def wait_all(children: list[subprocess.Popen],
     return [child.returncode for child in children]
 
 
-# book/12_distributed_01.py:288
+# book/12_distributed_01.py:287
 def average_by_hand(grads: dict, group: mx.distributed.Group) -> dict:
     """Each array of a gradient tree summed over the processes of
     `group` and divided by their number: one all_sum per array."""
@@ -165,7 +165,7 @@ def average_by_hand(grads: dict, group: mx.distributed.Group) -> dict:
                     / group.size(), grads)
 
 
-# book/12_distributed_01.py:379
+# book/12_distributed_01.py:378
 class ShardedSampler(BatchSampler):
     """Chapter 3's sampler for one of `processes` processes: every
     process draws the same batch from the shared seed and keeps its own
@@ -194,7 +194,7 @@ class ShardedSampler(BatchSampler):
         return windows[:, :-1], windows[:, 1:]
 
 
-# book/12_distributed_02.py:58
+# book/12_distributed_02.py:59
 def rank_seed(seed: int, step: int, rank: int) -> int:
     """The dropout seed of a rank at a step: a one-process run's for
     rank 0, a seed of its own for every other rank."""
@@ -270,7 +270,7 @@ class DataParallelTrainer(MemorySavingTrainer):
         return self.run_dir / f"step-{self.step:07d}"
 
 
-# book/12_distributed_03.py:50
+# book/12_distributed_03.py:51
 @dataclass(frozen=True)
 class StepTiming:
     """Median seconds of one optimizer step and of its gradient's
@@ -297,6 +297,7 @@ def time_data_parallel(model_config: GPTConfig, train_config: TrainConfig,
     ids = np.random.default_rng(0).integers(
         0, model_config.vocab_size, 200_000).astype(np.uint16)
     config = MemorySavingConfig(**dataclasses.asdict(train_config))
+    # validation ids and characters per token: unused, nothing evaluates
     trainer = DataParallelTrainer(model, config, ids, ids[:10_000], 1.0,
                                   log=None, group=group)
     trainer.one_step()  # compiles
@@ -318,7 +319,7 @@ def time_data_parallel(model_config: GPTConfig, train_config: TrainConfig,
                       float(np.median(reduce_times)), size, busy)
 
 
-# book/12_distributed_04.py:73
+# book/12_distributed_04.py:80
 def fit_scaling(params: np.ndarray, tokens: np.ndarray,
                 losses: np.ndarray, exponents: np.ndarray
                 ) -> tuple[float, float, float, float, float]:
