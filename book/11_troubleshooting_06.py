@@ -107,6 +107,9 @@ TOO_GOOD = 0.1
 """Share of ln V below which a training loss means a leak."""
 
 
+# %%
+#| echo: false
+#| export
 def steps_text(count: int) -> str:
     """'1 step', '200 steps'."""
     return f"{count} step" + ("" if count == 1 else "s")
@@ -202,6 +205,9 @@ LEARNING_RATE_RANGE = (1e-4, 1e-2)
 """Peak learning rates outside this range are reported."""
 
 
+# %%
+#| echo: false
+#| export
 def spike_steps(run: RunRecord) -> list[int]:
     """Steps whose loss is SPIKE nats above the median of the up to
     SMOOTHING steps before."""
@@ -261,6 +267,14 @@ def check_overfitting(run: RunRecord) -> Finding | None:
                    f"{at_best:.3f} to {at_end:.3f}")
 
 
+# %% [markdown]
+# The checks themselves are not printed: each is a few lines that
+# follow the definitions above word for word, and `mlxllm/diagnose.py`
+# has them all. What ties them together is a list, in the order the
+# report gives them:
+
+# %%
+#| export
 CHECKS = (check_divergence, check_start, check_learning, check_leak,
           check_spikes, check_learning_rate, check_overfitting)
 """Every check, loudest first."""

@@ -266,9 +266,7 @@ def describe_fit() -> tuple[str, str]:
                   "model almost at a loss no model can beat"
                   if floor < 1.47 else
                   "it lies above nanoGPT's 1.47, a loss the law says no "
-                  "model reaches")
-               + ", from a grid whose token counts span a factor of "
-               f"{tokens.max() / tokens.min():.0f}")
+                  "model reaches"))
     baby_width = GPTConfig.baby(vocab).n_embd
     relation = ("narrower than" if best_widths[1] < baby_width else
                 "wider than" if best_widths[1] > baby_width else "the same as")

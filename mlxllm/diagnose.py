@@ -360,6 +360,7 @@ TOO_GOOD = 0.1
 """Share of ln V below which a training loss means a leak."""
 
 
+# book/11_troubleshooting_06.py:111
 def steps_text(count: int) -> str:
     """'1 step', '200 steps'."""
     return f"{count} step" + ("" if count == 1 else "s")
@@ -420,7 +421,7 @@ def check_leak(run: RunRecord) -> Finding | None:
                    f"token, a tenth of ln V, to {smooth.min():.3f}{after}")
 
 
-# book/11_troubleshooting_06.py:189
+# book/11_troubleshooting_06.py:192
 SPIKE = 0.5
 """Nats above the median of the steps before that make a spike."""
 SPIKES = 3
@@ -436,6 +437,7 @@ LEARNING_RATE_RANGE = (1e-4, 1e-2)
 """Peak learning rates outside this range are reported."""
 
 
+# book/11_troubleshooting_06.py:209
 def spike_steps(run: RunRecord) -> list[int]:
     """Steps whose loss is SPIKE nats above the median of the up to
     SMOOTHING steps before."""
@@ -495,6 +497,7 @@ def check_overfitting(run: RunRecord) -> Finding | None:
                    f"{at_best:.3f} to {at_end:.3f}")
 
 
+# book/11_troubleshooting_06.py:277
 CHECKS = (check_divergence, check_start, check_learning, check_leak,
           check_spikes, check_learning_rate, check_overfitting)
 """Every check, loudest first."""
@@ -505,7 +508,7 @@ def diagnose(run: RunRecord) -> list[Finding]:
     return [finding for check in CHECKS if (finding := check(run))]
 
 
-# book/11_troubleshooting_06.py:280
+# book/11_troubleshooting_06.py:294
 def report(name: str, run: RunRecord) -> str:
     """The findings of diagnose(run) as text, with fixes and sections."""
     history = run.history
