@@ -17,7 +17,9 @@
 # For each failure you see the run that fails, its loss and gradient
 # norm and, where they tell, its samples; how to recognise it; the fix;
 # and the fixed run beside it. Some failures do not show in the curves
-# at all, and the chapter says which. At the end, the signatures go into
+# at all, and the chapter says which. That makes this one of the longest
+# chapters of the book: a failure you have only read about is the one
+# you will not recognise, so each gets its own run and its own figure. At the end, the signatures go into
 # `mlxllm diagnose`, a command that reads a run directory and says what
 # it sees, and the four-row table comes back extended, each row pointing
 # at the numbers behind it. On the map of chapter 1 this chapter sits

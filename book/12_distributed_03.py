@@ -168,28 +168,37 @@ speed_verdict = (
 busy = (f"{baby_one.busy_cores:.1f} and {wide_one.busy_cores:.1f} "
         f"cores' worth of CPU time per second of the step, of the "
         f"machine's {os.cpu_count()}")
-if baby_two.step_seconds < 0.95 * baby_one.step_seconds:
+faster = [two.step_seconds < 0.95 * one.step_seconds
+          for one, two in ((baby_one, baby_two), (wide_one, wide_two))]
+if all(faster):
     speed_reason = (
-        f"One process alone used {busy}, yet a second process made the "
-        "baby model's step faster, so not all of that time was "
-        "arithmetic: CPU time also counts threads that wait for work by "
-        "spinning, and between the baby model's small matrix products a "
-        "step runs Python and short kernels on one thread. Two "
-        "processes overlap one's waiting with the other's work. The "
-        "wider model's products are large enough to keep both cores "
-        "doing arithmetic, so a second process finds less to fill")
-else:
+        f"One process alone used {busy}, yet a second process made both "
+        "steps faster, so not all of that time was arithmetic: CPU time "
+        "also counts threads that wait for work by spinning, and between "
+        "small matrix products a step runs Python and short kernels on "
+        "one thread. Two processes overlap one's waiting with the "
+        "other's work")
+elif not any(faster):
     speed_reason = (
         f"One process alone used {busy}: it already keeps the machine "
         "busy, so a second process splits the same cores and adds the "
         "exchange on top")
+else:
+    speed_reason = (
+        f"One process alone used {busy}. The two results point different "
+        "ways, and on this machine they change from run to run: two "
+        "processes, each with several threads, contend for the same two "
+        "cores, and which one waits when is up to the scheduler")
 
 # %% [markdown]
-# {{ speed_verdict }}. {{ speed_reason }}. Whatever two processes gain
-# on one machine comes from idle time, not from new compute, and it
-# shrinks as the model grows: data parallelism cannot speed up work
-# that already fills the machine. It pays when each process brings its
-# own compute, another Mac or another GPU.
+# {{ speed_verdict }}. {{ speed_reason }}. These are medians of
+# {{ timing_steps }} steps in one run on a shared machine, and another
+# run can differ by tens of percent; `bench/distributed.py` repeats the
+# measurement and `bench/RESULTS.md` keeps its medians. Whatever two
+# processes gain on one machine can only come from time one process
+# leaves idle, not from new compute: data parallelism cannot speed up
+# work that already fills the machine. It pays when each process brings
+# its own compute, another Mac or another GPU.
 # What this machine can measure
 # honestly is the exchange itself: an all-reduce of the wider model's
 # {{ wide_two.gradient_bytes / 2**20:.1f }} MiB gradient takes
@@ -230,13 +239,13 @@ else:
 
 # %%
 #| label: tbl-macs
-#| tbl-cap: Computed, not measured, on nominal link rates: one step of the full preset on P Macs. The exchange is the least time of the ring all-reduce of its gradient (the formula above); the speed-up is one Mac's step time over P Macs', each Mac computing 1/P of the step at an assumed 1 or 4 TFLOP/s and then exchanging, without overlap.
+#| tbl-cap: Computed, not measured, on nominal link rates: one step of the full preset on P Macs. The exchange is the least time of the ring all-reduce of its gradient (the formula above); the speed-up is one Mac's step time over P Macs', each Mac computing 1/P of the step at an assumed 1 TFLOP/s (first figure) or 4 TFLOP/s (second) and then exchanging, without overlap. Link rates are the nominal ones in LINKS.
 full_config = GPTConfig.full(65)
 full_parameters = count_parameters(full_config)
 full_bytes, full_batch = 4 * full_parameters, 64
 step_flops = train_flops_per_token(full_config) * full_batch * 256
-LINKS = {"Ethernet, 1 Gb/s": 1e9, "Ethernet, 10 Gb/s": 10e9,
-         "Thunderbolt 4, 40 Gb/s": 40e9, "Thunderbolt 5, 80 Gb/s": 80e9}
+LINKS = {"1 Gb Ethernet": 1e9, "10 Gb Ethernet": 10e9,
+         "Thunderbolt 4": 40e9, "Thunderbolt 5": 80e9}  # bits per second
 RATES = (1e12, 4e12)
 
 
@@ -261,12 +270,12 @@ mac_rows = [[link] + [
     f"{speedup(processes, bits, RATES[1]):.2f}" for processes in (2, 4)]
     for link, bits in LINKS.items()]
 Table(mac_rows, ["link", "exchange, 2 Macs", "4 Macs",
-                 "speed-up, 2 Macs (1 / 4 TFLOP/s)", "4 Macs"])
+                 "speed-up, 2 Macs", "4 Macs"])
 
 # %%
 #| echo: false
-gbe_two_fast = speedup(2, LINKS["Ethernet, 1 Gb/s"], RATES[1])
-tb5_four_fast = speedup(4, LINKS["Thunderbolt 5, 80 Gb/s"], RATES[1])
+gbe_two_fast = speedup(2, LINKS["1 Gb Ethernet"], RATES[1])
+tb5_four_fast = speedup(4, LINKS["Thunderbolt 5"], RATES[1])
 thunderbolt_ms = max(1e3 * exchange_seconds(full_bytes, processes, bits)
                      for processes in (2, 4)
                      for link, bits in LINKS.items() if "Thunder" in link)

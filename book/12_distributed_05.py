@@ -14,9 +14,9 @@
 # the processes still exchange the gradient once per step.
 #
 # The measurements say when it pays. On this two-core machine two
-# processes share the cores of one, so whatever they gain comes from
-# time one process left idle, and less of it as the model grows; what
-# the machine showed reliably is the cost of the exchange itself. On
+# processes share the cores of one, so whatever they gain can only come
+# from time one process left idle; what the machine showed reliably is
+# the cost of the exchange itself. On
 # several Macs, computed from the full preset's FLOPs at assumed rates
 # and the links' nominal speeds, the exchange of a {{ full_mib:.0f }} MiB
 # gradient decides: gigabit Ethernet loses to a single fast Mac, and

@@ -58,11 +58,11 @@ __all__ = [
 ]
 
 
-# book/11_troubleshooting.py:53
+# book/11_troubleshooting.py:55
 FAILURE_FILE = "failure.json"
 
 
-# book/11_troubleshooting.py:74
+# book/11_troubleshooting.py:76
 def record_failure(trainer: Trainer, error: TrainingDiverged) -> Path:
     """Write what a diverged run leaves behind, the history up to the
     last finite step and the error, to FAILURE_FILE in its run_dir."""
@@ -79,7 +79,7 @@ def record_failure(trainer: Trainer, error: TrainingDiverged) -> Path:
     return path
 
 
-# book/11_troubleshooting.py:103
+# book/11_troubleshooting.py:105
 @dataclass
 class RunRecord:
     """What diagnosis reads from a run directory."""
@@ -139,7 +139,7 @@ def read_run(run_dir: Path) -> RunRecord:
     return run
 
 
-# book/11_troubleshooting.py:174
+# book/11_troubleshooting.py:176
 @dataclass
 class Experiment:
     """Short runs of one model shape on one tokenized text, each in its
@@ -186,7 +186,7 @@ class Experiment:
         return trainer
 
 
-# book/11_troubleshooting.py:232
+# book/11_troubleshooting.py:234
 def character_lab(root: Path, steps: int, val_chars: int,
                   token_cache: Path) -> Experiment:
     """The baby model on the character-level Tiny Shakespeare with
@@ -203,7 +203,7 @@ def character_lab(root: Path, steps: int, val_chars: int,
                       tokenizer)
 
 
-# book/11_troubleshooting.py:273
+# book/11_troubleshooting.py:275
 SMOOTHING = 15
 
 
