@@ -304,8 +304,8 @@ def average_by_hand(grads: dict, group: mx.distributed.Group) -> dict:
 # result back into the original shapes.
 #
 # The next script checks both against the algebra of the chapter's
-# opening, on two processes: each process takes its half of a batch of
-# 12 windows and computes its gradient; rank 0 also computes the
+# opening, on two processes: each process takes its half of one batch
+# and computes its gradient; rank 0 also computes the
 # gradient of the whole batch and reports how far each average is from
 # it.
 
@@ -421,6 +421,6 @@ print("together equal to one process's batch:",
 assert mx.array_equal(together, whole_inputs).item()
 
 # %% [markdown]
-# Three samplers with ranks 0, 1 and 2 each return 4 rows of a batch of
-# 12, and stacked in rank order they are, number for number, the batch
-# one process draws with the same seed.
+# Three samplers, one per rank, each return a third of the batch's
+# rows, and stacked in rank order they are, number for number, the
+# batch one process draws with the same seed.

@@ -165,7 +165,7 @@ class DataParallelTrainer(MemorySavingTrainer):
 #
 # The test of the whole chapter is the claim of its opening, on real
 # runs: the baby model (dropout 0, as nanoGPT's baby recipe has it),
-# {{ compare_steps }} steps at a global batch of 12, once with one
+# {{ compare_steps }} steps at the preset's global batch, once with one
 # process and once with two, through the command line.
 
 # %%
@@ -194,7 +194,7 @@ for processes in (1, 2):
 
 # %%
 #| label: tbl-one-two
-#| tbl-cap: The baby model trained with one process and with two, the same global batch of 12 windows, through `mlxllm train`. Losses are per token of the whole batch; the last rows are the validation losses, in nats per character, that each run's evaluation computed (split between the processes in the two-process run).
+#| tbl-cap: The baby model trained with one process and with two, the same global batch (the baby preset's), through `mlxllm train`. Losses are per token of the whole batch; the last rows are the validation losses, in nats per character, that each run's evaluation computed (split between the processes in the two-process run).
 one, two = (compare_runs[p].history for p in (1, 2))
 loss_gap = np.abs(np.array(one["loss"]) - np.array(two["loss"]))
 rows = [[f"step {step}", one["loss"][step - 1], two["loss"][step - 1],

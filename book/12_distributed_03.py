@@ -99,7 +99,7 @@ def time_data_parallel(model_config: GPTConfig, train_config: TrainConfig,
 
 # %% [markdown]
 # The chapter runs it with one process and with two, through `launch`,
-# on the baby model with its global batch of 12 windows; rank 0 prints
+# on the baby model with the baby recipe's global batch; rank 0 prints
 # its numbers as JSON. The same call with a hidden size of 384, the
 # full preset's width, but the baby's 4 layers and 64 positions, gives
 # a gradient {{ wide_one.gradient_bytes / full_bytes:.0%}} the size of
@@ -132,7 +132,7 @@ for width in (128, 384):
 
 # %%
 #| label: tbl-step-times
-#| tbl-cap: Median time of one optimizer step of the baby model (global batch 12 windows of 64 tokens) and of a wider variant, with one process and with two on this 2-core machine, and the median time of the gradient's all-reduce alone in the two-process group. The last column is the all-reduce's share of a two-process step.
+#| tbl-cap: Median time of one optimizer step of the baby model (the baby recipe's global batch) and of a wider variant, with one process and with two on this 2-core machine, and the median time of the gradient's all-reduce alone in the two-process group. The last column is the all-reduce's share of a two-process step.
 rows = []
 for width in (128, 384):
     one, two = timings[width, 1], timings[width, 2]
@@ -308,8 +308,8 @@ assert gbe_two_fast < 1 < tb5_four_fast
 # is still $B$, so the learning rate, the schedule and the result do
 # not change; only the memory per process changes (a micro-batch's
 # activations), while the exchanges stay at one per step. The run below repeats the two-process run of the
-# last section with `--accumulation 2`, each process taking its 6 rows
-# as two micro-batches of 3.
+# last section with `--accumulation 2`, each process taking its half of
+# the batch as two micro-batches.
 
 # %%
 #| output: false

@@ -15,8 +15,8 @@
 # and asks it the questions of this chapter: what would the full preset
 # reach, and where should an extra hour go?
 #
-# The grid is chapter 7's recipe on the character-level text, 4 layers
-# and 4 heads with 64 positions and a batch of 12 windows, at widths
+# The grid is chapter 7's baby recipe on the character-level text (its
+# layers, heads, positions and batch), at widths
 # {{ spoken(widths) }} and run lengths of {{ spoken(lengths) }} steps,
 # each run with its own warm-up and cosine schedule, scored once at its
 # end on the whole validation split.
